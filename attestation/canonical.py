@@ -1,0 +1,119 @@
+"""Canonical JSON used by evidence, enrollment records and reference.json.
+
+Canonical form: ``json.dumps(obj, sort_keys=True, separators=(",", ":"),
+ensure_ascii=True, allow_nan=False)`` encoded as ASCII. Only dict, list, str, int,
+bool and None are allowed (no floats). Parsing refuses duplicate keys, floats, NaN
+and, with ``require_canonical``, any input that is not byte-identical to the
+canonical re-encoding of what it decodes to.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+from .errors import EvidenceError
+
+MAX_JSON_BYTES = 4 * 1024 * 1024
+
+
+def dumps(obj: Any) -> bytes:
+    """Return the canonical encoding of ``obj``."""
+    return json.dumps(
+        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+    ).encode("ascii")
+
+
+def _no_dupes(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise EvidenceError(f"duplicate JSON key {key!r}")
+        out[key] = value
+    return out
+
+
+def _no_float(text: str) -> Any:
+    raise EvidenceError("floating point numbers are not allowed")
+
+
+def _no_constant(text: str) -> Any:
+    raise EvidenceError(f"JSON constant {text} is not allowed")
+
+
+def loads(data: bytes, *, require_canonical: bool = False, limit: int = MAX_JSON_BYTES) -> Any:
+    """Parse JSON strictly; raise EvidenceError on anything unexpected."""
+    if not isinstance(data, bytes | bytearray):
+        raise EvidenceError("JSON input must be bytes")
+    if len(data) > limit:
+        raise EvidenceError(f"JSON input too large ({len(data)} > {limit} bytes)")
+    try:
+        text = bytes(data).decode("ascii")
+        obj = json.loads(
+            text,
+            object_pairs_hook=_no_dupes,
+            parse_float=_no_float,
+            parse_constant=_no_constant,
+        )
+    except EvidenceError:
+        raise
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise EvidenceError(f"invalid JSON: {exc}") from None
+    if require_canonical and dumps(obj) != bytes(data):
+        raise EvidenceError("JSON is not in canonical form")
+    return obj
+
+
+def b64e(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def b64d(text: object, what: str, limit: int) -> bytes:
+    """Strict standard base64 (with padding) to bytes, at most ``limit`` bytes."""
+    if not isinstance(text, str):
+        raise EvidenceError(f"{what}: expected a base64 string")
+    if len(text) > (limit + 2) // 3 * 4:
+        raise EvidenceError(f"{what}: too large")
+    try:
+        raw = base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        raise EvidenceError(f"{what}: invalid base64") from None
+    if base64.b64encode(raw).decode("ascii") != text:
+        raise EvidenceError(f"{what}: non-canonical base64")
+    return raw
+
+
+def hexd(text: object, what: str, size: int | None = None, limit: int = 4096) -> bytes:
+    """Lower-case hex to bytes; exact ``size`` when given."""
+    if not isinstance(text, str) or len(text) > 2 * limit:
+        raise EvidenceError(f"{what}: expected a hex string")
+    if text != text.lower() or len(text) % 2:
+        raise EvidenceError(f"{what}: expected lower-case hex of even length")
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        raise EvidenceError(f"{what}: invalid hex") from None
+    if size is not None and len(raw) != size:
+        raise EvidenceError(f"{what}: expected {size} bytes, got {len(raw)}")
+    return raw
+
+
+def require_keys(
+    obj: object,
+    what: str,
+    required: set[str] | frozenset[str],
+    optional: set[str] | frozenset[str] = frozenset(),
+) -> dict[str, Any]:
+    """Check ``obj`` is a dict with exactly the required keys plus optional ones."""
+    if not isinstance(obj, dict):
+        raise EvidenceError(f"{what}: expected an object")
+    keys = set(obj)
+    missing = required - keys
+    if missing:
+        raise EvidenceError(f"{what}: missing field(s) {sorted(missing)}")
+    unknown = keys - required - optional
+    if unknown:
+        raise EvidenceError(f"{what}: unknown field(s) {sorted(unknown)}")
+    return obj

@@ -1,0 +1,3 @@
+"""auditbox: build hardened, attested thin-terminal images."""
+
+__version__ = "0.1.0"

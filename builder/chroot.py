@@ -1,0 +1,49 @@
+"""Run commands inside a directory tree with /proc, /sys and /dev bound (root only)."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+from builder.progress import BuildLog
+
+CHROOT_ENV = {
+    "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+    "LANG": "C.UTF-8",
+    "HOME": "/root",
+    "DEBIAN_FRONTEND": "noninteractive",
+}
+
+
+@contextmanager
+def bind(source: Path, target: Path, readonly: bool = False) -> Iterator[Path]:
+    target.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "--bind", str(source), str(target)], check=True)
+    try:
+        if readonly:
+            subprocess.run(["mount", "-o", "remount,bind,ro", str(target)], check=True)
+        yield target
+    finally:
+        subprocess.run(["umount", "-l", str(target)], check=False)
+
+
+@contextmanager
+def mounted_api_fs(root: Path, extra: dict[str, Path] | None = None) -> Iterator[None]:
+    """Bind /proc, /sys, /dev (and extra {path-in-root: host-path}) into root."""
+    with ExitStack() as stack:
+        for name in ("proc", "sys", "dev"):
+            stack.enter_context(bind(Path("/") / name, root / name))
+        for inside, host in (extra or {}).items():
+            stack.enter_context(bind(host, root / inside.lstrip("/")))
+        yield
+
+
+def chroot_run(log: BuildLog, root: Path, argv: Sequence[str | Path], *, what: str,
+               env: dict[str, str] | None = None, capture: bool = False,
+               merge_stderr: bool = False) -> str:
+    full_env = dict(CHROOT_ENV)
+    full_env.update(env or {})
+    return log.run(["chroot", str(root), *[str(a) for a in argv]], what=what, env=full_env,
+                   capture=capture, merge_stderr=merge_stderr)

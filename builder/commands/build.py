@@ -1,0 +1,39 @@
+"""`auditbox build PROFILE [-o OUT] [--cache DIR] [--mirror URL] [--format qcow2]`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from builder.cache import default_cache_dir
+from builder.errors import InputError
+from builder.pipeline import BuildOptions, build
+from builder.profile.validators import _mirror
+
+
+@click.command("build")
+@click.argument("profile", type=click.Path(path_type=Path))
+@click.option("-o", "--output", "out", type=click.Path(path_type=Path), default=Path("out"),
+              show_default=True, help="Output directory (replaced atomically at the end).")
+@click.option("--cache", type=click.Path(path_type=Path), default=None,
+              help="Cache directory [default: ~/.cache/auditbox or $AUDITBOX_CACHE].")
+@click.option("--mirror", default=None, help="Debian mirror URL (overrides the profile's).")
+@click.option("--format", "formats", type=click.Choice(["raw", "qcow2"]), multiple=True,
+              help="Extra output formats (raw is always written).")
+@click.option("--signing-key", type=click.Path(path_type=Path), default=None,
+              help="Ed25519 build key (PEM) that signs reference.json [default: one kept in "
+                   "the cache, made on first use].")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors on the terminal; all in build.log.")
+def build_cmd(profile: Path, out: Path, cache: Path | None, mirror: str | None,
+              formats: tuple[str, ...], signing_key: Path | None, quiet: bool) -> None:
+    """Build the disk image described by PROFILE into OUT."""
+    if mirror is not None:
+        problem = _mirror(mirror)
+        if problem:
+            raise InputError(problem, file="<command line>", key="--mirror")
+    manifest = build(BuildOptions(profile=profile, out=out, cache=cache or default_cache_dir(),
+                                  mirror=mirror, formats=formats, signing_key=signing_key,
+                                  quiet=quiet))
+    click.echo(f"built {manifest['image_id']} in {manifest['build']['seconds']}s: {out}/image.raw "
+               f"({manifest['image_size'] // (1 << 20)} MiB)")

@@ -1,0 +1,62 @@
+"""`auditbox validate PROFILE` and `auditbox profile schema [--json]`.
+
+The lead adds `validate_cmd` and `profile_group` to the main CLI group.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+import click
+
+from builder.errors import InputError
+from builder.profile import load_profile, schema_json, schema_text
+from builder.profile.model import Profile
+
+
+def format_error(error: InputError) -> str:
+    """The one line the CLI prints for bad input."""
+    return "error: " + str(error)
+
+
+def fail(error: InputError) -> NoReturn:
+    click.echo(format_error(error), err=True)
+    sys.exit(error.exit_code)
+
+
+def check_profile(path: Path) -> tuple[int, str, Profile | None]:
+    """Load a profile the way `auditbox validate` does: (exit code, one line, profile)."""
+    try:
+        profile = load_profile(path)
+    except InputError as e:
+        return e.exit_code, format_error(e), None
+    return 0, f"ok: {profile.name} ({len(profile.sources)} files)", profile
+
+
+@click.command("validate")
+@click.argument("profile", type=click.Path(path_type=Path, dir_okay=True))
+def validate_cmd(profile: Path) -> None:
+    """Load and check PROFILE (and the profiles it extends); build nothing."""
+    try:
+        loaded = load_profile(profile)
+    except InputError as e:
+        fail(e)
+    click.echo(f"ok: {loaded.name} ({len(loaded.sources)} files)")
+
+
+@click.group("profile")
+def profile_group() -> None:
+    """Profile format tools."""
+
+
+@profile_group.command("schema")
+@click.option("--json", "as_json", is_flag=True, help="Print the schema as JSON.")
+def schema_cmd(as_json: bool) -> None:
+    """Print every profile key with its type, default, allowed values and help."""
+    if as_json:
+        click.echo(json.dumps(schema_json(), indent=2, sort_keys=False))
+    else:
+        click.echo(schema_text(), nl=False)

@@ -1,0 +1,189 @@
+"""The build, top to bottom: profile -> plan -> bootstrap -> tree -> initrd -> disk -> outputs."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from builder import __version__, bootstrap, debpkg, disk, initrd, outputs, tree
+from builder.authenticode import authenticode_sha256
+from builder.cache import sha256_file
+from builder.chroot import chroot_run
+from builder.plan import BuildPlan, make_plan
+from builder.profile import load_profile, profile_to_dict
+from builder.progress import BuildLog
+from builder.tools import ensure_tools
+from builder.uki import build_uki
+
+READY_PHASE = "enter-initrd:leave-initrd:sysinit:ready"
+
+
+@dataclass
+class BuildOptions:
+    profile: Path
+    out: Path
+    cache: Path
+    mirror: str | None = None
+    formats: tuple[str, ...] = ()
+    signing_key: Path | None = None
+    quiet: bool = False
+
+
+def source_date_epoch(plan: BuildPlan) -> int | None:
+    if plan.profile.image.source_date_epoch is not None:
+        return plan.profile.image.source_date_epoch
+    env = os.environ.get("SOURCE_DATE_EPOCH")
+    return int(env) if env and env.isdigit() else None
+
+
+def build(opts: BuildOptions) -> dict[str, Any]:
+    """Build the image; returns the manifest. Raises InputError (2) or BuildError (1)."""
+    started = time.time()
+    profile = load_profile(opts.profile)
+    if opts.mirror:
+        profile.mirror = opts.mirror
+    formats = sorted(set(profile.output.formats) | set(opts.formats) | {"raw"})
+    plan = make_plan(profile)
+    epoch = source_date_epoch(plan)
+    opts.cache.mkdir(parents=True, exist_ok=True)
+    with outputs.staged_output(opts.out) as out:
+        log = BuildLog(out / "build.log", quiet=opts.quiet)
+        work = Path(tempfile.mkdtemp(prefix="build-", dir=_work_root(opts.cache)))
+        try:
+            manifest = _run(log, opts, plan, epoch, out, work, formats)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+            log.close()
+        manifest["build"]["seconds"] = round(time.time() - started, 1)
+        outputs.write_json(out / "manifest.json", manifest)
+        outputs.write_sha256sums(out)
+    return manifest
+
+
+def _work_root(cache: Path) -> Path:
+    root = cache / "work"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def _run(log: BuildLog, opts: BuildOptions, plan: BuildPlan, epoch: int | None, out: Path,
+         work: Path, formats: list[str]) -> dict[str, Any]:
+    profile = plan.profile
+    env = {"SOURCE_DATE_EPOCH": str(epoch)} if epoch is not None else {}
+    log.say(f"auditbox {__version__}: building {profile.name} ({profile.suite}/"
+            f"{profile.architecture}, {len(plan.packages)} packages, {len(plan.rule_ids)} rules)")
+    spec = bootstrap.BootstrapSpec(profile.suite, profile.architecture, profile.mirror,
+                                   tuple(plan.packages), epoch)
+    root = work / "root"
+
+    with log.step("tools tree (trixie: systemd-repart, ukify)"):
+        tools = ensure_tools(log, opts.cache, profile.suite, profile.architecture,
+                             profile.mirror)
+    with log.step("bootstrap (mmdebstrap, cached)"):
+        tarball = bootstrap.ensure_bootstrap(log, opts.cache, spec)
+        bootstrap.extract(log, tarball, root)
+    with log.step("customise tree (users, overlays, terminal package, units)"):
+        tree.create_users(log, root, plan)
+        tree.write_plan_files(root, plan)
+        deb = debpkg.build_deb(log, work, epoch)
+        shutil.copyfile(deb, root / "tmp" / deb.name)
+        chroot_run(log, root, ["dpkg", "-i", f"/tmp/{deb.name}"], what="dpkg -i terminal")
+        (root / "tmp" / deb.name).unlink()
+        tree.apply_units(log, root, plan)
+        (root / "etc/systemd/system/default.target").unlink(missing_ok=True)
+        (root / "etc/systemd/system/default.target").symlink_to(
+            "/usr/lib/systemd/system/multi-user.target")
+    kver = tree.kernel_version(root)
+    with log.step("trim (kernel modules, documentation, locales)"):
+        removed_modules = tree.remove_modules(root, kver, plan.modules_remove, plan.modules_keep)
+        removed_docs = tree.trim_documentation(root) if profile.image.trim else []
+        tree.run_depmod(log, root, kver)
+        packages = tree.installed_packages(log, root)
+        tree.check_absent(packages, plan)
+        log.say(f"    removed {len(removed_modules)} kernel modules, {len(removed_docs)} doc paths")
+    with log.step("initrd (dracut, systemd + veritysetup, cached)"):
+        modprobe = sorted((p.relative_to(root).as_posix(), sha256_file(p))
+                          for p in (root / "etc/modprobe.d").glob("*") if p.is_file())
+        hit = initrd.ensure_initrd(
+            log, opts.cache, root, kver,
+            {"bootstrap": spec.key(), "removed": removed_modules, "modprobe": modprobe},
+            work / "initrd.img")
+        log.say("    initrd cache " + ("hit" if hit else "miss"))
+        shutil.copyfile(root / "boot" / f"vmlinuz-{kver}", work / "vmlinuz")
+        shutil.copyfile(root / "usr/lib/os-release", work / "os-release")
+        tree.relocate_package_db(root)
+        (root / "boot").mkdir(exist_ok=True)
+    seed = str(uuid.UUID(hashlib.sha256(
+        f"{profile.name}|{spec.key()}|{epoch}".encode()).hexdigest()[:32]))
+    with tools.session(work) as inside:
+        with log.step("root filesystem (erofs" + (" + dm-verity" if profile.image.verity
+                                                   else "") + ", systemd-repart)"):
+            rootparts = disk.make_root(tools, work, inside, profile.image.verity,
+                                       profile.image.compression, seed, env)
+        cmdline = _cmdline(plan, rootparts)
+        with log.step("unified kernel image (ukify)"):
+            uki = build_uki(tools, inside, work, kver, cmdline, env=env)
+        with log.step("EFI system partition (systemd-repart)"):
+            parts = disk.add_esp(tools, work, inside, uki.path, seed, env)
+    with log.step("outputs (image, manifest, signed reference, checksums)"):
+        os.replace(work / "image.raw", out / "image.raw")
+        if "qcow2" in formats:
+            outputs.write_qcow2(log, out)
+        uki_sha = sha256_file(uki.path)
+        reference = {
+            "format": 1,
+            "image_id": f"{profile.name}-{uki_sha[:16]}",
+            "pcr_bank": "sha256",
+            "pcrs": {"11": uki.pcr11[READY_PHASE]} if READY_PHASE in uki.pcr11 else {},
+            "pcr11_phases": uki.pcr11,
+            "roothash": rootparts.roothash,
+            "uki_sha256": uki_sha,
+            "uki_authenticode_sha256": authenticode_sha256(uki.path),
+            "cmdline": cmdline,
+        }
+        outputs.write_reference(out, opts.cache, reference, opts.signing_key)
+    return {
+        "auditbox_version": __version__,
+        "image_id": reference["image_id"],
+        "profile": profile_to_dict(profile),
+        "profile_sources": [str(p) for p in profile.sources],
+        "suite": profile.suite,
+        "architecture": profile.architecture,
+        "mirror": profile.mirror,
+        "kernel_version": kver,
+        "kernel_cmdline": cmdline,
+        "roothash": rootparts.roothash,
+        "rules": plan.rule_ids,
+        "packages": packages,
+        "removed": {"kernel_modules": removed_modules, "paths": removed_docs},
+        "partitions": [{k: p.get(k) for k in ("type", "uuid", "offset", "raw_size")}
+                       for p in sorted(parts, key=lambda p: int(str(p["offset"])))],
+        "image_size": (out / "image.raw").stat().st_size,
+        "source_date_epoch": epoch,
+        "tools": outputs.tool_versions(),
+        "build": {"time": int(time.time()), "steps": log.timings,
+                  "bootstrap_key": spec.key()},
+        "formats": formats,
+        "sha256": {name: sha256_file(out / name) for name in
+                   ("image.raw", "image.qcow2", "reference.json") if (out / name).exists()},
+        "plan_digest": hashlib.sha256(repr(sorted((str(f.path), f.content) for f in plan.files))
+                                      .encode()).hexdigest(),
+    }
+
+
+def _cmdline(plan: BuildPlan, rootparts: disk.RootPartitions) -> str:
+    tokens = []
+    if rootparts.roothash:
+        tokens.append(f"roothash={rootparts.roothash}")
+    else:
+        tokens += [f"root=PARTUUID={rootparts.root_uuid}", "rootfstype=erofs"]
+    tokens.append("ro")
+    tokens += [t for t in plan.cmdline if t not in tokens]
+    return " ".join(tokens)

@@ -1,0 +1,140 @@
+"""Changes to the extracted root tree: users, files, units, trimming, package checks."""
+
+from __future__ import annotations
+
+import fnmatch
+import shutil
+from pathlib import Path
+
+from builder.chroot import chroot_run
+from builder.errors import BuildError
+from builder.overlay import write_files
+from builder.plan import BuildPlan
+from builder.progress import BuildLog
+
+MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
+DOC_DIRS = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/lintian",
+            "usr/share/linda")
+KEEP_LOCALES = {"C.UTF-8", "C.utf8", "en", "en_US", "locale.alias"}
+
+
+def kernel_version(root: Path) -> str:
+    versions = sorted(p.name for p in (root / "usr/lib/modules").iterdir() if p.is_dir())
+    if len(versions) != 1:
+        raise BuildError(f"expected one kernel in the image, found {versions or 'none'}")
+    return versions[0]
+
+
+def create_users(log: BuildLog, root: Path, plan: BuildPlan) -> None:
+    for user in plan.profile.users:
+        argv = ["useradd", "--uid", str(user.uid), "--shell", user.shell,
+                "--home-dir", user.home or f"/home/{user.name}", "--no-create-home",
+                "--user-group"]
+        if user.groups:
+            argv += ["--groups", ",".join(user.groups)]
+        chroot_run(log, root, [*argv, user.name], what=f"useradd {user.name}")
+    # root cannot log in anywhere: password locked, no valid hash
+    chroot_run(log, root, ["usermod", "--lock", "root"], what="lock root")
+
+
+def write_plan_files(root: Path, plan: BuildPlan) -> None:
+    write_files(root, plan.files)
+
+
+def apply_units(log: BuildLog, root: Path, plan: BuildPlan) -> None:
+    if plan.units_enable:
+        log.run(["systemctl", f"--root={root}", "enable", *plan.units_enable],
+                what="systemctl enable")
+    if plan.units_mask:
+        log.run(["systemctl", f"--root={root}", "mask", *plan.units_mask],
+                what="systemctl mask")
+
+
+def _module_name(path: Path) -> str:
+    name = path.name
+    for suffix in MODULE_SUFFIXES:
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+    return name.replace("-", "_")
+
+
+def _matches(rel: str, name: str, patterns: list[str]) -> bool:
+    for pattern in patterns:
+        if "/" in pattern:
+            if fnmatch.fnmatch(rel, pattern) or fnmatch.fnmatch(rel, pattern + "/*"):
+                return True
+        elif fnmatch.fnmatch(name, pattern.replace("-", "_")):
+            return True
+    return False
+
+
+def remove_modules(root: Path, kver: str, remove: list[str], keep: list[str]) -> list[str]:
+    """Delete kernel modules matching `remove` (names or paths under kernel/) unless kept."""
+    base = root / "usr/lib/modules" / kver / "kernel"
+    removed: list[str] = []
+    if not remove:
+        return removed
+    for path in sorted(base.rglob("*")):
+        if not path.is_file() or not path.name.endswith(MODULE_SUFFIXES):
+            continue
+        rel = path.relative_to(base).as_posix()
+        name = _module_name(path)
+        if _matches(rel, name, remove) and not _matches(rel, name, keep):
+            path.unlink()
+            removed.append(rel)
+    return removed
+
+
+def run_depmod(log: BuildLog, root: Path, kver: str) -> None:
+    chroot_run(log, root, ["depmod", "-a", kver], what="depmod")
+
+
+def trim_documentation(root: Path) -> list[str]:
+    removed: list[str] = []
+    for rel in DOC_DIRS:
+        d = root / rel
+        if d.is_dir():
+            shutil.rmtree(d)
+            d.mkdir()
+            removed.append("/" + rel)
+    locale = root / "usr/share/locale"
+    if locale.is_dir():
+        for entry in sorted(locale.iterdir()):
+            if entry.name not in KEEP_LOCALES:
+                if entry.is_dir():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+                removed.append("/usr/share/locale/" + entry.name)
+    return removed
+
+
+def installed_packages(log: BuildLog, root: Path) -> dict[str, str]:
+    out = chroot_run(log, root, ["dpkg-query", "-W", "-f", "${Package}\t${Version}\t${db:Status-Abbrev}\n"],
+                     what="dpkg-query", capture=True)
+    packages: dict[str, str] = {}
+    for line in out.splitlines():
+        name, version, status = line.split("\t")
+        if status.startswith("ii"):
+            packages[name] = version
+    return dict(sorted(packages.items()))
+
+
+def check_absent(packages: dict[str, str], plan: BuildPlan) -> None:
+    unwanted = sorted(set(plan.packages_absent) & set(packages))
+    if unwanted:
+        raise BuildError("packages that must not be in the image are installed: "
+                         + ", ".join(unwanted) + " (pulled in by a dependency?)")
+
+
+def relocate_package_db(root: Path) -> None:
+    """/var is a tmpfs at run time: keep the dpkg database under /usr and link it back."""
+    src = root / "var/lib/dpkg"
+    dest = root / "usr/lib/auditbox/dpkg"
+    if src.is_symlink() or not src.is_dir():
+        return
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.move(str(src), str(dest))
+    src.symlink_to("/usr/lib/auditbox/dpkg")

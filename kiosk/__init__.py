@@ -1,0 +1,1 @@
+"""The kiosk shell: the only thing the terminal's user talks to."""

@@ -1,0 +1,60 @@
+"""reference.json: deterministic, signed, strictly checked; build key helpers."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from attestation.errors import ReferenceValueError
+from attestation.reference import (
+    load_or_create_build_key,
+    load_public_key,
+    load_reference,
+    public_key_pem,
+    write_signed_reference,
+)
+
+DATA = {
+    "format": 1, "image_id": "audit-laptop-1", "pcr_bank": "sha256",
+    "pcrs": {"11": "ab" * 32}, "pcr11_phases": {"enter-initrd": "cd" * 32},
+    "roothash": "ef" * 32, "uki_sha256": "01" * 32, "uki_authenticode_sha256": "02" * 32,
+    "cmdline": "roothash=" + "ef" * 32 + " console=ttyS0",
+}
+
+
+def test_roundtrip_and_determinism(tmp_path: Path) -> None:
+    key = load_or_create_build_key(tmp_path / "k" / "build.key")
+    assert (tmp_path / "k" / "build.key").stat().st_mode & 0o777 == 0o600
+    assert load_or_create_build_key(tmp_path / "k" / "build.key").public_key() == \
+        key.public_key()
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    write_signed_reference(a, dict(DATA), key)
+    write_signed_reference(b, dict(reversed(list(DATA.items()))), key)
+    assert (a / "reference.json").read_bytes() == (b / "reference.json").read_bytes()
+    sig = (a / "reference.json.sig").read_bytes()
+    assert sig.endswith(b"\n") and sig.count(b"\n") == 1
+    assert len(base64.b64decode(sig.strip())) == 64
+    (tmp_path / "pub.pem").write_bytes(public_key_pem(key))
+    pub = load_public_key(tmp_path / "pub.pem")
+    assert load_reference(a / "reference.json", [pub]) == DATA
+
+
+def test_refuses_untrusted_missing_and_bad_fields(tmp_path: Path) -> None:
+    key, other = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    write_signed_reference(tmp_path, DATA, key)
+    with pytest.raises(ReferenceValueError):
+        load_reference(tmp_path / "reference.json", [other.public_key()])
+    with pytest.raises(ReferenceValueError):
+        load_reference(tmp_path / "reference.json", [])
+    with pytest.raises(ReferenceValueError):
+        load_reference(tmp_path / "nope.json", [key.public_key()])
+    for bad in ({**DATA, "extra": 1}, {**DATA, "pcr_bank": "sha1"},
+                {**DATA, "pcrs": {"24": "00" * 32}}, {**DATA, "uki_sha256": "XY"}):
+        with pytest.raises(Exception) as info:
+            write_signed_reference(tmp_path, bad, key)
+        assert "Error" in type(info.value).__name__

@@ -1,0 +1,265 @@
+"""Real TPM (swtpm) tests: agent enrollment, quotes, and cross-checks with tpm2-tools."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from attest_helpers import APP, Clock, build_log, encode_log, make_reference, new_verifier
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from attestation import canonical, eventlog
+from attestation.enroll import EnrollmentPolicy, begin_enrollment, finish_enrollment
+from attestation.errors import VerificationError
+from attestation.evidence import Evidence, encode
+from attestation.tpm2 import Tpm2Backend
+from attestation.tpm_structs import TPM_ALG_SHA1, TPM_ALG_SHA256, parse_tpm2b_public
+from attestation.verifier import qualifying_data
+
+TOOLS = ("swtpm", "tpm2_createek", "tpm2_createak", "tpm2_quote", "tpm2_checkquote",
+         "tpm2_eventlog", "tpm2_pcrextend", "tpm2_activatecredential")
+MISSING = [t for t in TOOLS if shutil.which(t) is None]
+pytestmark = [
+    pytest.mark.swtpm,
+    pytest.mark.skipif(bool(MISSING), reason=f"swtpm/tpm2-tools missing: {MISSING}"),
+]
+
+
+def _free_port_pair() -> int:
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port: int = s.getsockname()[1]
+        if port >= 65535:
+            continue
+        with socket.socket() as s2:
+            try:
+                s2.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port pair")
+
+
+@pytest.fixture
+def swtpm(tmp_path: Path) -> Iterator[str]:
+    state = (tmp_path / "swtpm").resolve()
+    state.mkdir()
+    port = _free_port_pair()
+    proc = subprocess.Popen(
+        ["swtpm", "socket", "--tpm2", "--tpmstate", f"dir={state}",
+         "--server", f"type=tcp,port={port}", "--ctrl", f"type=tcp,port={port + 1}",
+         "--flags", "not-need-init,startup-clear"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    tcti = f"swtpm:host=127.0.0.1,port={port}"
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("swtpm did not start") from None
+                time.sleep(0.05)
+        yield tcti
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _run(tcti: str, *args: str) -> bytes:
+    return subprocess.run(list(args), env={**os.environ, "TPM2TOOLS_TCTI": tcti},
+                          check=True, capture_output=True).stdout
+
+
+AUTH = hashlib.sha256(b"uki-A").digest()
+CMDLINE = "roothash=aa console=ttyS0"
+
+
+def _boot(tcti: str, path: Path, banks: tuple[int, ...] = (TPM_ALG_SHA256,)) -> list[Any]:
+    """Measure a synthetic boot into the swtpm and write the matching event log."""
+    events = build_log(AUTH, CMDLINE, banks)
+    for pcr, _typ, dig, _data in events:
+        spec = ",".join(("sha1=" if a == TPM_ALG_SHA1 else "sha256=") + dig[a].hex()
+                        for a in banks)
+        _run(tcti, "tpm2_pcrextend", f"{pcr}:{spec}")
+    path.write_bytes(encode_log(events, banks))
+    return events
+
+
+def _enroll(backend: Tpm2Backend) -> dict[str, Any]:
+    record, challenge = begin_enrollment(backend.enrollment_request(), image_id="img-A",
+                                         policy=EnrollmentPolicy())
+    assert challenge is not None and record["status"] == "pending"
+    secret = backend.activate(canonical.b64d(challenge["credential"], "c", 4096))
+    return finish_enrollment(record, secret)
+
+
+@pytest.mark.parametrize("alg", ["ecc", "rsa"])
+def test_tpm2_good_path_and_checkquote(swtpm: str, tmp_path: Path, alg: str) -> None:
+    log = tmp_path / "log.bin"
+    _boot(swtpm, log)
+    backend = Tpm2Backend(tmp_path / "state", tcti=swtpm, ak_alg=alg, event_log_path=log)
+    record = _enroll(backend)
+    assert record["status"] == "active"
+    ref = make_reference(Ed25519PrivateKey.generate(), tmp_path)
+    clock = Clock()
+    v = new_verifier(ref, clock)
+    session = os.urandom(32)
+    n = v.nonces.issue()
+    qd = qualifying_data(n, session)
+    ev = backend.quote(qd)
+    res = v.verify(encode(ev), record, n, session)
+    assert res.mode == "tpm2" and res.clock.safe == 1
+    # qualifiedSigner matches what tpm2-tools computes
+    # cross-check: tpm2_checkquote accepts the agent's quote
+    (tmp_path / "msg").write_bytes(ev.quote)
+    (tmp_path / "sig").write_bytes(ev.signature)
+    _run(swtpm, "tpm2_checkquote", "-u", str(tmp_path / "state" / "ak.pub"),
+         "-m", str(tmp_path / "msg"), "-s", str(tmp_path / "sig"), "-q", qd.hex(),
+         "-g", "sha256")
+    # a second quote in the same boot is accepted with the updated record
+    n2 = v.nonces.issue()
+    v.verify(encode(backend.quote(qualifying_data(n2, session))), res.record, n2, session)
+    # and a replay is refused
+    with pytest.raises(VerificationError) as info:
+        v.verify(encode(ev), record, n, session)
+    assert info.value.step == "qualifying_data"
+
+
+def test_tpm2_quote_tool_verifies_with_our_verifier(swtpm: str, tmp_path: Path) -> None:
+    log = tmp_path / "log.bin"
+    _boot(swtpm, log)
+    backend = Tpm2Backend(tmp_path / "state", tcti=swtpm, event_log_path=log)
+    record = _enroll(backend)
+    ref = make_reference(Ed25519PrivateKey.generate(), tmp_path)
+    v = new_verifier(ref, Clock())
+    session = b"\x07" * 32
+    n = v.nonces.issue()
+    qd = qualifying_data(n, session)
+    sel = "sha256:0,1,2,3,4,5,6,7,8,9,11"
+    _run(swtpm, "tpm2_quote", "-c", "0x81010002", "-l", sel, "-q", qd.hex(),
+         "-m", str(tmp_path / "m"), "-s", str(tmp_path / "s"), "-g", "sha256")
+    _run(swtpm, "tpm2_pcrread", sel, "-o", str(tmp_path / "p"))
+    raw = (tmp_path / "p").read_bytes()
+    order = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11)
+    ev = Evidence(
+        mode="tpm2", device_id=record["device_id"],
+        ak_name=parse_tpm2b_public((tmp_path / "state" / "ak.pub").read_bytes()).name,
+        quote=(tmp_path / "m").read_bytes(), signature=(tmp_path / "s").read_bytes(),
+        pcrs={"sha256": {i: raw[32 * k : 32 * k + 32] for k, i in enumerate(order)}},
+        event_log=log.read_bytes(),
+    )
+    assert v.verify(encode(ev), record, n, session).device_id == record["device_id"]
+
+
+def test_qualified_name_matches_tpm2_tools(swtpm: str, tmp_path: Path) -> None:
+    backend = Tpm2Backend(tmp_path / "state", tcti=swtpm)
+    record = _enroll(backend)
+    out = _run(swtpm, "tpm2_readpublic", "-c", "0x81010002").decode()
+    m = re.search(r"^qualified name: ([0-9a-f]+)", out, re.M)
+    assert m is not None and m.group(1) == record["ak_qualified_name"]
+
+
+def _tool_pcrs(out: str) -> dict[str, dict[int, str]]:
+    banks: dict[str, dict[int, str]] = {}
+    section = out[out.index("pcrs:"):]
+    bank = ""
+    for line in section.splitlines()[1:]:
+        m = re.match(r"^\s+(sha1|sha256|sha384|sha512):\s*$", line)
+        if m:
+            bank = m.group(1)
+            banks[bank] = {}
+            continue
+        m = re.match(r"^\s+(\d+)\s*:\s*0x([0-9A-Fa-f]+)", line)
+        if m and bank:
+            banks[bank][int(m.group(1))] = m.group(2).lower()
+    return banks
+
+
+@pytest.mark.parametrize("banks", [(TPM_ALG_SHA256,), (TPM_ALG_SHA1, TPM_ALG_SHA256)])
+def test_eventlog_agrees_with_tpm2_eventlog(swtpm: str, tmp_path: Path,
+                                            banks: tuple[int, ...]) -> None:
+    log = tmp_path / "log.bin"
+    _boot(swtpm, log, banks)
+    out = subprocess.run(["tpm2_eventlog", str(log)], check=True, capture_output=True,
+                         text=True).stdout
+    tool = _tool_pcrs(out)
+    parsed = eventlog.parse(log.read_bytes())
+    assert out.count("- EventNum:") == len(parsed.events) + 1
+    names = {TPM_ALG_SHA1: "sha1", TPM_ALG_SHA256: "sha256"}
+    for alg in banks:
+        ours = eventlog.replay(parsed, alg)
+        assert tool[names[alg]], out
+        for i, value in tool[names[alg]].items():
+            assert ours[i].hex() == value, (names[alg], i)
+    # and both agree with the swtpm's actual PCRs
+    raw = _run(swtpm, "tpm2_pcrread", "sha256:0,4,7,11", "-o", str(tmp_path / "p"))
+    del raw
+    actual = (tmp_path / "p").read_bytes()
+    ours = eventlog.replay(parsed, TPM_ALG_SHA256)
+    assert actual == ours[0] + ours[4] + ours[7] + ours[11]
+
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.mark.parametrize("path", sorted(DATA.glob("*.bin")) or [None])
+def test_eventlog_real_logs_agree_with_tpm2_eventlog(path: Path | None) -> None:
+    if path is None:
+        pytest.skip("no real OVMF event logs in tests/attestation/data yet")
+    out = subprocess.run(["tpm2_eventlog", str(path)], check=True, capture_output=True,
+                         text=True).stdout
+    parsed = eventlog.parse(path.read_bytes())
+    for name, values in _tool_pcrs(out).items():
+        alg = {"sha1": TPM_ALG_SHA1, "sha256": TPM_ALG_SHA256}.get(name)
+        if alg is None:
+            continue
+        ours = eventlog.replay(parsed, alg)
+        for i, value in values.items():
+            assert ours[i].hex() == value
+
+
+def test_agent_cli_tpm2(swtpm: str, tmp_path: Path) -> None:
+    import json
+
+    log = tmp_path / "log.bin"
+    _boot(swtpm, log)
+    env = {**os.environ, "TPM2TOOLS_TCTI": swtpm,
+           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    base = ["python3", "-m", "attestation.agent_cli", "--backend", "tpm2",
+            "--state-dir", str(tmp_path / "st"), "--event-log", str(log)]
+    req = json.loads(subprocess.run([*base, "enroll"], env=env, check=True,
+                                    capture_output=True).stdout)
+    record, challenge = begin_enrollment(req, image_id="img-A", policy=EnrollmentPolicy())
+    (tmp_path / "ch.json").write_bytes(canonical.dumps(challenge))
+    ans = json.loads(subprocess.run([*base, "activate", "--challenge", str(tmp_path / "ch.json")],
+                                    env=env, check=True, capture_output=True).stdout)
+    import base64
+
+    record = finish_enrollment(record, base64.b64decode(ans["secret"]))
+    ref = make_reference(Ed25519PrivateKey.generate(), tmp_path)
+    v = new_verifier(ref, Clock())
+    n, s = v.nonces.issue(), b"\x01" * 32
+    ev = subprocess.run([*base, "quote", "--nonce", n.hex(), "--session", s.hex()], env=env,
+                        check=True, capture_output=True).stdout.rstrip(b"\n")
+    assert v.verify(ev, record, n, s).device_id == req["device_id"]
+    info = json.loads(subprocess.run([*base, "info"], env=env, check=True,
+                                     capture_output=True).stdout)
+    assert info["device_id"] == req["device_id"] and info["backend"] == "tpm2"
+    assert APP  # keep import used

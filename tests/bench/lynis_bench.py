@@ -1,0 +1,116 @@
+"""Lynis hardening index of the auditbox image beside stock Debian 13's.
+
+Library use (from a VM test that has two booted machines, each with `execute(cmd) -> (rc, out)`
+like the `machine` fixture):
+
+    from tests.bench.lynis_bench import bench
+    bench(auditbox_machine, stock_machine)   # merges into bench-results.json
+
+lynis must be installed in both guests: the rule engine adds it to test images
+(profile test_access.root_shell_tty set); a stock image gets it with `apt-get install lynis`.
+
+CLI, on saved /var/log/lynis-report.dat files (e.g. copied off the guests):
+
+    python3 tests/bench/lynis_bench.py --auditbox A.dat --stock B.dat
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Protocol
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "bench-results.json"
+REPORT = "/var/log/lynis-report.dat"
+COMMAND = "lynis audit system --quick --no-colors --no-log >/dev/null 2>&1; cat " + REPORT
+
+
+class Machine(Protocol):
+    def execute(self, cmd: str) -> tuple[int, str]: ...
+
+
+@dataclass(frozen=True)
+class LynisResult:
+    hardening_index: int
+    tests_performed: int
+    warnings: int
+    suggestions: int
+
+
+def parse_report(text: str) -> LynisResult:
+    """Parse lynis-report.dat (key=value lines; warning[]/suggestion[] repeat)."""
+    values: dict[str, str] = {}
+    warnings = suggestions = 0
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if not sep:
+            continue
+        if key == "warning[]":
+            warnings += 1
+        elif key == "suggestion[]":
+            suggestions += 1
+        else:
+            values[key] = value.strip()
+    if "hardening_index" not in values:
+        m = re.search(r"Hardening index\s*:\s*(\d+)", text)
+        if not m:
+            raise ValueError("no hardening_index in the lynis report")
+        values["hardening_index"] = m.group(1)
+    return LynisResult(int(values["hardening_index"]), int(values.get("lynis_tests_done", "0")),
+                       warnings, suggestions)
+
+
+def run_lynis(machine: Machine) -> LynisResult:
+    rc, out = machine.execute("command -v lynis")
+    if rc != 0:
+        raise RuntimeError("lynis is not installed in the guest")
+    # --no-log would skip the report file on some versions: fall back to the default log run
+    rc, out = machine.execute(COMMAND)
+    if "hardening_index" not in out:
+        rc, out = machine.execute("lynis audit system --quick --no-colors >/dev/null 2>&1; "
+                                  "cat " + REPORT)
+    return parse_report(out)
+
+
+def merge_results(entries: dict[str, object], path: Path = RESULTS) -> None:
+    data: dict[str, object] = json.loads(path.read_text()) if path.exists() else {}
+    data.update(entries)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def record(auditbox: LynisResult, stock: LynisResult, path: Path = RESULTS) -> dict[str, object]:
+    entries: dict[str, object] = {
+        "lynis_hardening_index_auditbox": auditbox.hardening_index,
+        "lynis_hardening_index_stock_debian13": stock.hardening_index,
+        "lynis_detail": {"auditbox": asdict(auditbox), "stock_debian13": asdict(stock)},
+    }
+    merge_results(entries, path)
+    return entries
+
+
+def bench(auditbox: Machine, stock: Machine, path: Path = RESULTS) -> dict[str, object]:
+    return record(run_lynis(auditbox), run_lynis(stock), path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--auditbox", type=Path, required=True, help="lynis-report.dat of auditbox")
+    ap.add_argument("--stock", type=Path, required=True, help="lynis-report.dat of stock Debian")
+    ap.add_argument("--results", type=Path, default=RESULTS)
+    args = ap.parse_args(argv)
+    entries = record(parse_report(args.auditbox.read_text()),
+                     parse_report(args.stock.read_text()), args.results)
+    print(json.dumps(entries, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
