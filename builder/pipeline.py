@@ -19,6 +19,7 @@ from builder.chroot import chroot_run
 from builder.plan import BuildPlan, make_plan
 from builder.profile import load_profile, profile_to_dict
 from builder.progress import BuildLog
+from builder.sbom import sbom
 from builder.tools import ensure_tools
 from builder.uki import build_uki
 
@@ -149,6 +150,9 @@ def _run(log: BuildLog, opts: BuildOptions, plan: BuildPlan, epoch: int | None, 
             "cmdline": cmdline,
         }
         outputs.write_reference(out, opts.cache, reference, opts.signing_key)
+        created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch or time.time()))
+        outputs.write_json(out / "sbom.spdx.json", sbom(reference["image_id"], packages, created,
+                                                        profile.architecture))
     return {
         "auditbox_version": __version__,
         "image_id": reference["image_id"],

@@ -62,7 +62,8 @@ class BuildLog:
         proc = subprocess.run(
             args, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE if capture else self._file,
-            stderr=subprocess.STDOUT if merge_stderr else self._file, env=env, cwd=cwd, text=True, check=False,
+            stderr=subprocess.STDOUT if merge_stderr else self._file,
+            env=env, cwd=cwd, text=True, check=False,
         )
         if capture and merge_stderr:
             self.write(proc.stdout)

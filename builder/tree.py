@@ -110,8 +110,8 @@ def trim_documentation(root: Path) -> list[str]:
 
 
 def installed_packages(log: BuildLog, root: Path) -> dict[str, str]:
-    out = chroot_run(log, root, ["dpkg-query", "-W", "-f", "${Package}\t${Version}\t${db:Status-Abbrev}\n"],
-                     what="dpkg-query", capture=True)
+    fmt = "${Package}\t${Version}\t${db:Status-Abbrev}\n"
+    out = chroot_run(log, root, ["dpkg-query", "-W", "-f", fmt], what="dpkg-query", capture=True)
     packages: dict[str, str] = {}
     for line in out.splitlines():
         name, version, status = line.split("\t")

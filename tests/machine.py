@@ -9,6 +9,7 @@ so no output can be confused with the protocol.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import re
 import secrets
@@ -166,10 +167,8 @@ class Machine:
     def stop(self) -> None:
         for closable in (self._qmp, self.console, self.shell):
             if closable is not None:
-                try:
+                with contextlib.suppress(OSError):
                     closable.close()
-                except OSError:
-                    pass
         if self.vm is not None:
             self.vm.stop()
         shutil.rmtree(self.sockets, ignore_errors=True)
@@ -224,7 +223,7 @@ class Machine:
     def wait_for_unit(self, unit: str, timeout: float = DEFAULT_TIMEOUT) -> None:
         deadline = time.monotonic() + timeout
         while True:
-            rc, out = self.execute(f"systemctl is-active {unit}")
+            _rc, out = self.execute(f"systemctl is-active {unit}")
             state = out.strip()
             if state == "active":
                 return

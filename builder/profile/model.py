@@ -26,7 +26,8 @@ class Packages:
 
 @dataclass
 class KernelModules:
-    deny: list[str] = field(default_factory=list)   # module names or globs like "drivers/usb/storage/*"
+    # module names, or globs under kernel/ like "drivers/usb/storage/*"
+    deny: list[str] = field(default_factory=list)
     allow: list[str] = field(default_factory=list)  # exceptions to deny
 
 

@@ -44,26 +44,34 @@ def usb_devices(vm: Any) -> dict[str, tuple[str, str, str]]:
 def plug(vm: Any, driver: str, dev_id: str, settle: float = 6.0,
          **props: Any) -> dict[str, tuple[str, str, str]]:
     """device_add a USB device on the xhci bus; returns the devices that appeared."""
-    before = usb_devices(vm)
+    before = set(usb_devices(vm).items())
     reply = vm.qmp("device_add", driver=driver, id=dev_id, bus="xhci.0", **props)
     if "error" in reply:
         raise RuntimeError(f"device_add {driver}: {reply['error']}")
     deadline = time.monotonic() + 30
     new: dict[str, tuple[str, str, str]] = {}
     while time.monotonic() < deadline:
-        new = {k: v for k, v in usb_devices(vm).items() if k not in before}
+        new = {k: v for k, v in usb_devices(vm).items() if (k, v) not in before}
         if new:
             break
         time.sleep(1)
     time.sleep(settle)       # let usbguard apply policy and drivers (not) bind
-    new = {k: v for k, v in usb_devices(vm).items() if k not in before} or new
+    # a device is new by name and ids (a port name is reused after an unplug)
+    new = {k: v for k, v in usb_devices(vm).items()
+           if k in new or (k, v) not in before} or new
     assert new, f"{driver} never appeared on the guest's USB bus"
     return new
 
 
 def unplug(vm: Any, dev_id: str) -> None:
+    """device_del, then wait until QEMU no longer lists the device."""
     vm.qmp("device_del", id=dev_id)
-    time.sleep(3)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if dev_id not in str(vm.qmp("qom-list", path="/machine/peripheral")):
+            break
+        time.sleep(0.5)
+    time.sleep(2)           # and the guest has processed the disconnect
 
 
 def assert_blocked(vm: Any, new: dict[str, tuple[str, str, str]], what: str) -> None:

@@ -1,0 +1,32 @@
+# auditbox: the two commands are `make image` and `make test`; both set up what is missing.
+PYTHON ?= python3
+PROFILE ?= profiles/audit-laptop.yaml
+OUT ?= out
+PYTEST_ARGS ?=
+
+.PHONY: deps image test test-fast lint bench clean
+
+deps:
+	@bash builder/scripts/deps.sh
+
+image: deps
+	auditbox build $(PROFILE) -o $(OUT)
+
+test: deps
+	$(PYTHON) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+# unit tests only: no image build, no QEMU
+test-fast: deps
+	$(PYTHON) -m pytest -p no:cacheprovider -m "not build and not vm" \
+	  --ignore=tests/vm --deselect tests/test_build.py $(PYTEST_ARGS)
+
+lint: deps
+	$(PYTHON) -m ruff check builder attestation kiosk gateway tests
+	$(PYTHON) -m mypy builder attestation kiosk
+
+bench: deps
+	$(PYTHON) tests/bench/build_bench.py
+	$(PYTHON) tests/bench/attest_bench.py
+
+clean:
+	rm -rf build out bench-results.json

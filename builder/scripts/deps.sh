@@ -1,0 +1,40 @@
+#!/bin/bash
+# Install what auditbox needs on a Debian 12 host, only what is missing.
+set -euo pipefail
+APT_PACKAGES=(mmdebstrap qemu-system-x86 qemu-utils ovmf swtpm swtpm-tools mtools dosfstools
+              fdisk erofs-utils tpm2-tools sbsigntool uidmap arch-test debian-archive-keyring
+              dpkg-dev python3-pip)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f '${db:Status-Abbrev}' "$p" 2>/dev/null | grep -q '^ii' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then echo "error: need root to install: ${missing[*]}" >&2; exit 2; fi
+  echo "deps: apt-get install ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+PY=${PYTHON:-python3}
+if ! $PY - <<'PYEOF' 2>/dev/null
+import importlib.metadata as md, sys
+need = ["click", "jinja2", "pyyaml", "paramiko", "cryptography", "pytest", "pytest-testinfra",
+        "hypothesis", "pytest-timeout", "ruff", "mypy", "types-PyYAML", "auditbox"]
+missing = []
+for n in need:
+    try:
+        md.version(n)
+    except md.PackageNotFoundError:
+        missing.append(n)
+# auditbox must be the editable install of this checkout
+import importlib.util, pathlib
+spec = importlib.util.find_spec("builder")
+here = pathlib.Path.cwd().resolve()
+if spec is None or spec.origin is None or not pathlib.Path(spec.origin).resolve().is_relative_to(here):
+    missing.append("auditbox(editable)")
+sys.exit(1 if missing else 0)
+PYEOF
+then
+  echo "deps: pip install -e .[test,lint]"
+  $PY -m pip install -q -e ".[test,lint]"
+fi
+echo "deps: ok"

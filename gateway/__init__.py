@@ -1,0 +1,1 @@
+"""gateway: the server side (SSH endpoint, registry, lock) - lands with its issue."""

@@ -1,0 +1,139 @@
+"""Shared fixtures: built images (once per session), their trees, a booted test machine.
+
+Tests that need root, mmdebstrap or QEMU skip with a reason where a tool is truly
+missing, except in CI (CI=true), where a missing tool is a failure, never a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.images import BuiltImage, build_image
+from tests.machine import Machine
+from tests.testinfra_backend import machine_host
+from tests.testinfra_backend import tree_host as make_tree_host
+
+REPO = Path(__file__).resolve().parent.parent
+BUILD_TOOLS = ("mmdebstrap", "fsck.erofs", "dpkg-deb")
+VM_TOOLS = ("qemu-system-x86_64", "swtpm")
+GATEWAY_PORT = 2222     # profiles/audit-laptop.yaml kiosk.gateway_port
+OTHER_PORT = 2223
+# extra devices the attack tests use: USB controller, a parallel port, two display outputs
+TEST_VM_DEVICES = ["-device", "qemu-xhci,id=xhci", "-parallel", "null",
+                   "-device", "virtio-gpu-pci,max_outputs=2"]
+
+
+def require(tools: tuple[str, ...], need_root: bool = True) -> None:
+    missing = [t for t in tools if shutil.which(t) is None]
+    problems = [f"missing {', '.join(missing)}"] if missing else []
+    if need_root and os.geteuid() != 0:
+        problems.append("not root")
+    if problems:
+        reason = "; ".join(problems) + " (run `make deps` as root)"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI cannot skip: {reason}", pytrace=False)
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def test_image() -> BuiltImage:
+    require(BUILD_TOOLS)
+    return build_image("audit-laptop-test.yaml", "test")
+
+
+@pytest.fixture(scope="session")
+def prod_image() -> BuiltImage:
+    require(BUILD_TOOLS)
+    return build_image("audit-laptop.yaml", "prod")
+
+
+@pytest.fixture(scope="session")
+def tree_host(test_image: BuiltImage) -> Any:
+    return make_tree_host(str(test_image.tree))
+
+
+@pytest.fixture(scope="session")
+def prod_tree_host(prod_image: BuiltImage) -> Any:
+    return make_tree_host(str(prod_image.tree))
+
+
+class _Listener:
+    """A TCP server on host loopback; the guest reaches it at 10.0.2.2:port (user-net)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.accepted = 0
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.listen(8)
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            try:
+                conn.sendall(b"auditbox-test-listener\n")
+            finally:
+                conn.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture(scope="session")
+def gateway_listener() -> Iterator[_Listener]:
+    listener = _Listener(GATEWAY_PORT)
+    yield listener
+    listener.close()
+
+
+@pytest.fixture(scope="session")
+def other_listener() -> Iterator[_Listener]:
+    listener = _Listener(OTHER_PORT)
+    yield listener
+    listener.close()
+
+
+@pytest.fixture(scope="session")
+def gateway_port(gateway_listener: _Listener) -> int:
+    return gateway_listener.port
+
+
+@pytest.fixture(scope="session")
+def other_port(other_listener: _Listener) -> int:
+    return other_listener.port
+
+
+@pytest.fixture(scope="session")
+def machine(test_image: BuiltImage, gateway_listener: _Listener,
+            other_listener: _Listener) -> Iterator[Machine]:
+    """The booted test image, shared by every VM test of the session."""
+    require(VM_TOOLS)
+    m = Machine(test_image.image, name="test", log_dir=REPO / "build" / "test-logs",
+                extra_args=TEST_VM_DEVICES)
+    m.start()
+    try:
+        m.wait_for_shell()
+        m.succeed("systemctl is-system-running --wait || true", timeout=600)
+        yield m
+    finally:
+        m.stop()
+
+
+@pytest.fixture(scope="session")
+def vm_host(machine: Machine) -> Any:
+    return machine_host(machine)

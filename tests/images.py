@@ -1,0 +1,58 @@
+"""Build the test and production images once per test session; extract their root trees."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+IMAGES = Path(os.environ.get("AUDITBOX_TEST_IMAGES", REPO / "build" / "images"))
+
+
+@dataclass
+class BuiltImage:
+    name: str
+    out: Path
+    tree: Path
+    manifest: dict[str, Any]
+
+    @property
+    def image(self) -> Path:
+        return self.out / "image.raw"
+
+
+def build_image(profile: str, name: str) -> BuiltImage:
+    out = IMAGES / name
+    subprocess.run(["auditbox", "build", str(REPO / "profiles" / profile), "-o", str(out)],
+                   check=True)
+    manifest = json.loads((out / "manifest.json").read_text())
+    tree = IMAGES / f"{name}-tree"
+    extract_root(out / "image.raw", manifest, tree)
+    return BuiltImage(name, out, tree, manifest)
+
+
+def extract_root(image: Path, manifest: dict[str, Any], tree: Path) -> None:
+    """Copy the root partition out of the disk image and unpack its erofs into tree."""
+    root = next(p for p in manifest["partitions"]
+                if p["type"].startswith("root-") and not p["type"].endswith("-verity"))
+    if tree.exists():
+        shutil.rmtree(tree)
+    tree.mkdir(parents=True)
+    part = tree.with_suffix(".erofs")
+    with image.open("rb") as src, part.open("wb") as dst:
+        src.seek(int(root["offset"]))
+        left = int(root["raw_size"])
+        while left:
+            chunk = src.read(min(left, 1 << 20))
+            if not chunk:
+                break
+            dst.write(chunk)
+            left -= len(chunk)
+    subprocess.run(["fsck.erofs", f"--extract={tree}", "--force", "--preserve", str(part)],
+                   check=True, stdout=subprocess.DEVNULL)
+    part.unlink()

@@ -1,0 +1,103 @@
+"""The built images: outputs, manifest, checksums, and what the production tree must not hold."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from attestation.reference import load_public_key, load_reference
+from tests.images import BuiltImage
+
+pytestmark = pytest.mark.build
+
+OUTPUTS = ("image.raw", "manifest.json", "reference.json", "reference.json.sig",
+           "build-key.pub", "SHA256SUMS", "build.log")
+MANIFEST_KEYS = ("auditbox_version", "profile", "suite", "packages", "kernel_version",
+                 "kernel_cmdline", "sha256", "tools", "build", "partitions", "image_size")
+
+
+def test_outputs_exist(test_image: BuiltImage) -> None:
+    for name in OUTPUTS:
+        assert (test_image.out / name).is_file(), name
+
+
+def test_sha256sums_verify(test_image: BuiltImage) -> None:
+    proc = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=test_image.out,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "image.raw: OK" in proc.stdout
+
+
+def test_manifest_is_complete(test_image: BuiltImage) -> None:
+    m = test_image.manifest
+    for key in MANIFEST_KEYS:
+        assert key in m, key
+    assert m["suite"] == "trixie"
+    assert m["packages"]["auditbox-terminal"] == m["auditbox_version"]
+    assert m["packages"]["linux-image-amd64"]
+    assert m["kernel_cmdline"].startswith("roothash=" + m["roothash"])
+    assert m["profile"]["name"] == "audit-laptop-test"
+    assert {p["type"] for p in m["partitions"]} == {"esp", "root-x86-64", "root-x86-64-verity"}
+
+
+def test_reference_is_signed_and_matches_manifest(test_image: BuiltImage) -> None:
+    key = load_public_key(test_image.out / "build-key.pub")
+    ref: dict[str, Any] = load_reference(test_image.out / "reference.json", [key])
+    assert ref["image_id"] == test_image.manifest["image_id"]
+    assert ref["cmdline"] == test_image.manifest["kernel_cmdline"]
+    assert ref["roothash"] == test_image.manifest["roothash"]
+    assert "11" in ref["pcrs"]
+
+
+def test_gpt_uses_discoverable_partition_types(test_image: BuiltImage) -> None:
+    out = subprocess.run(["sfdisk", "--json", str(test_image.image)], capture_output=True,
+                         text=True, check=True).stdout
+    types = {p["type"] for p in json.loads(out)["partitiontable"]["partitions"]}
+    assert types == {"C12A7328-F81F-11D2-BA4B-00A0C93EC93B",   # ESP
+                     "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709",   # root x86-64
+                     "2C7357ED-EBD2-46D9-AEC1-23D437EC2BF5"}   # root verity x86-64
+
+
+def test_uki_is_on_the_esp(test_image: BuiltImage, tmp_path: Path) -> None:
+    esp = next(p for p in test_image.manifest["partitions"] if p["type"] == "esp")
+    img = tmp_path / "esp.img"
+    with test_image.image.open("rb") as src:
+        src.seek(esp["offset"])
+        img.write_bytes(src.read(esp["raw_size"]))
+    listing = subprocess.run(["mdir", "-i", str(img), "-b", "::/EFI/BOOT"], capture_output=True,
+                             text=True, check=True).stdout
+    assert "BOOTX64.EFI" in listing
+
+
+def test_test_tree_has_the_test_channel(tree_host: Any) -> None:
+    unit = tree_host.file("/etc/systemd/system/auditbox-test-shell@ttyS1.service")
+    assert unit.exists and "ttyS1" in unit.content_string
+    assert tree_host.file(
+        "/etc/systemd/system/multi-user.target.wants/auditbox-test-shell@ttyS1.service").exists
+
+
+def test_production_tree_has_no_test_channel(prod_tree_host: Any, prod_image: BuiltImage) -> None:
+    out = prod_tree_host.run("grep -rl 'TEST ONLY' /etc /usr/lib/systemd 2>/dev/null").stdout
+    assert out.strip() == ""
+    assert not prod_tree_host.file("/etc/systemd/system/serial-getty@ttyS0.service.d").exists
+    assert "test_access" not in json.dumps(
+        {k: v for k, v in prod_image.manifest["profile"].items() if k == "test_access" and any(
+            v.values())})
+    assert not prod_tree_host.package("openssh-server").is_installed
+
+
+def test_tree_packages_match_manifest(tree_host: Any, test_image: BuiltImage) -> None:
+    for name, version in test_image.manifest["packages"].items():
+        pkg = tree_host.package(name)
+        assert pkg.is_installed and pkg.version == version, name
+
+
+def test_terminal_package_commands(tree_host: Any) -> None:
+    for command in ("/usr/bin/auditbox-kiosk", "/usr/bin/auditbox-attest"):
+        f = tree_host.file(command)
+        assert f.exists and f.mode == 0o755
+    assert tree_host.run("python3 /usr/bin/auditbox-attest --help").rc == 0
