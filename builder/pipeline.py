@@ -55,13 +55,16 @@ def build(opts: BuildOptions) -> dict[str, Any]:
     epoch = source_date_epoch(plan)
     opts.cache.mkdir(parents=True, exist_ok=True)
     with outputs.staged_output(opts.out) as out:
-        log = BuildLog(out / "build.log", quiet=opts.quiet)
+        # the live log sits in the cache so that it survives a failed build
+        log_path = opts.cache / "logs" / f"{profile.name}-{time.strftime('%Y%m%d-%H%M%S')}.log"
+        log = BuildLog(log_path, quiet=opts.quiet)
         work = Path(tempfile.mkdtemp(prefix="build-", dir=_work_root(opts.cache)))
         try:
             manifest = _run(log, opts, plan, epoch, out, work, formats)
         finally:
             shutil.rmtree(work, ignore_errors=True)
             log.close()
+        shutil.copyfile(log_path, out / "build.log")
         manifest["build"]["seconds"] = round(time.time() - started, 1)
         outputs.write_json(out / "manifest.json", manifest)
         outputs.write_sha256sums(out)
@@ -151,8 +154,8 @@ def _run(log: BuildLog, opts: BuildOptions, plan: BuildPlan, epoch: int | None, 
         }
         outputs.write_reference(out, opts.cache, reference, opts.signing_key)
         created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch or time.time()))
-        outputs.write_json(out / "sbom.spdx.json", sbom(reference["image_id"], packages, created,
-                                                        profile.architecture))
+        image_sbom = sbom(str(reference["image_id"]), packages, created, profile.architecture)
+        outputs.write_json(out / "sbom.spdx.json", image_sbom)
     return {
         "auditbox_version": __version__,
         "image_id": reference["image_id"],
