@@ -34,6 +34,8 @@ class BuildOptions:
     mirror: str | None = None
     formats: tuple[str, ...] = ()
     signing_key: Path | None = None
+    secure_boot_key: Path | None = None
+    secure_boot_cert: Path | None = None
     quiet: bool = False
 
 
@@ -132,8 +134,10 @@ def _run(log: BuildLog, opts: BuildOptions, plan: BuildPlan, epoch: int | None, 
             rootparts = disk.make_root(tools, work, inside, profile.image.verity,
                                        profile.image.compression, seed, env)
         cmdline = _cmdline(plan, rootparts)
-        with log.step("unified kernel image (ukify)"):
-            uki = build_uki(tools, inside, work, kver, cmdline, env=env)
+        with log.step("unified kernel image (ukify" + (", signed for Secure Boot)"
+                                                       if opts.secure_boot_key else ")")):
+            sign = _stage_secure_boot_keys(opts, work, inside)
+            uki = build_uki(tools, inside, work, kver, cmdline, *sign, env=env)
         with log.step("EFI system partition (systemd-repart)"):
             parts = disk.add_esp(tools, work, inside, uki.path, seed, env)
     with log.step("outputs (image, manifest, signed reference, checksums)"):
@@ -183,6 +187,19 @@ def _run(log: BuildLog, opts: BuildOptions, plan: BuildPlan, epoch: int | None, 
         "plan_digest": hashlib.sha256(repr(sorted((str(f.path), f.content) for f in plan.files))
                                       .encode()).hexdigest(),
     }
+
+
+def _stage_secure_boot_keys(opts: BuildOptions, work: Path,
+                            inside: str) -> tuple[str | None, str | None]:
+    """Copy the Secure Boot key pair where the tools tree sees it; (key, cert) inside paths."""
+    if not (opts.secure_boot_key and opts.secure_boot_cert):
+        return None, None
+    keys = work / "sb"
+    keys.mkdir(mode=0o700, exist_ok=True)
+    shutil.copyfile(opts.secure_boot_key, keys / "db.key")
+    (keys / "db.key").chmod(0o600)
+    shutil.copyfile(opts.secure_boot_cert, keys / "db.crt")
+    return f"{inside}/sb/db.key", f"{inside}/sb/db.crt"
 
 
 def _cmdline(plan: BuildPlan, rootparts: disk.RootPartitions) -> str:

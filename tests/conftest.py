@@ -56,6 +56,13 @@ def prod_image() -> BuiltImage:
 
 
 @pytest.fixture(scope="session")
+def variant_image() -> BuiltImage:
+    """The test image rebuilt with one more kernel command line token."""
+    require(BUILD_TOOLS)
+    return build_image(REPO / "tests/profiles_vm/cmdline-variant.yaml", "variant")
+
+
+@pytest.fixture(scope="session")
 def tree_host(test_image: BuiltImage) -> Any:
     return make_tree_host(str(test_image.tree))
 
@@ -125,6 +132,19 @@ def machine(test_image: BuiltImage, gateway_listener: _Listener,
     require(VM_TOOLS)
     m = Machine(test_image.image, name="test", log_dir=REPO / "build" / "test-logs",
                 extra_args=TEST_VM_DEVICES)
+    m.start()
+    try:
+        m.wait_for_shell()
+        m.succeed("systemctl is-system-running --wait || true", timeout=600)
+        yield m
+    finally:
+        m.stop()
+
+
+@pytest.fixture(scope="session")
+def variant_machine(variant_image: BuiltImage) -> Iterator[Machine]:
+    require(VM_TOOLS)
+    m = Machine(variant_image.image, name="variant", log_dir=REPO / "build" / "test-logs")
     m.start()
     try:
         m.wait_for_shell()

@@ -26,10 +26,11 @@ class BuiltImage:
         return self.out / "image.raw"
 
 
-def build_image(profile: str, name: str) -> BuiltImage:
+def build_image(profile: str | Path, name: str, *extra: str) -> BuiltImage:
+    """Build REPO/profiles/<profile> (or a given path) into build/images/<name>."""
     out = IMAGES / name
-    subprocess.run(["auditbox", "build", str(REPO / "profiles" / profile), "-o", str(out)],
-                   check=True)
+    path = profile if isinstance(profile, Path) else REPO / "profiles" / profile
+    subprocess.run(["auditbox", "build", str(path), "-o", str(out), *extra], check=True)
     manifest = json.loads((out / "manifest.json").read_text())
     tree = IMAGES / f"{name}-tree"
     extract_root(out / "image.raw", manifest, tree)

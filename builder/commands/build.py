@@ -24,16 +24,29 @@ from builder.profile.validators import _mirror
 @click.option("--signing-key", type=click.Path(path_type=Path), default=None,
               help="Ed25519 build key (PEM) that signs reference.json [default: one kept in "
                    "the cache, made on first use].")
+@click.option("--secure-boot-key", type=click.Path(path_type=Path), default=None,
+              help="PEM private key that signs the UKI for Secure Boot (with --secure-boot-cert).")
+@click.option("--secure-boot-cert", type=click.Path(path_type=Path), default=None,
+              help="PEM certificate matching --secure-boot-key (enroll it in the firmware db).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors on the terminal; all in build.log.")
 def build_cmd(profile: Path, out: Path, cache: Path | None, mirror: str | None,
-              formats: tuple[str, ...], signing_key: Path | None, quiet: bool) -> None:
+              formats: tuple[str, ...], signing_key: Path | None,
+              secure_boot_key: Path | None, secure_boot_cert: Path | None, quiet: bool) -> None:
     """Build the disk image described by PROFILE into OUT."""
     if mirror is not None:
         problem = _mirror(mirror)
         if problem:
             raise InputError(problem, file="<command line>", key="--mirror")
+    if (secure_boot_key is None) != (secure_boot_cert is None):
+        raise InputError("give both --secure-boot-key and --secure-boot-cert, or neither",
+                         file="<command line>", key="--secure-boot-key")
+    for option, path in (("--secure-boot-key", secure_boot_key),
+                         ("--secure-boot-cert", secure_boot_cert), ("--signing-key", signing_key)):
+        if path is not None and option != "--signing-key" and not path.is_file():
+            raise InputError("file not found", file=path, key=option)
     manifest = build(BuildOptions(profile=profile, out=out, cache=cache or default_cache_dir(),
                                   mirror=mirror, formats=formats, signing_key=signing_key,
-                                  quiet=quiet))
+                                  secure_boot_key=secure_boot_key,
+                                  secure_boot_cert=secure_boot_cert, quiet=quiet))
     click.echo(f"built {manifest['image_id']} in {manifest['build']['seconds']}s: {out}/image.raw "
                f"({manifest['image_size'] // (1 << 20)} MiB)")

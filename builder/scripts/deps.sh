@@ -18,7 +18,7 @@ PY=${PYTHON:-python3}
 if ! $PY - <<'PYEOF' 2>/dev/null
 import importlib.metadata as md, sys
 need = ["click", "jinja2", "pyyaml", "paramiko", "cryptography", "pytest", "pytest-testinfra",
-        "hypothesis", "pytest-timeout", "ruff", "mypy", "types-PyYAML", "auditbox"]
+        "hypothesis", "pytest-timeout", "virt-firmware", "ruff", "mypy", "types-PyYAML", "auditbox"]
 missing = []
 for n in need:
     try:
