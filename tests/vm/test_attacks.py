@@ -130,7 +130,8 @@ def test_usb_network_adapter_blocked(vm: Any) -> None:
 
 
 def test_usb_serial_adapter_blocked(vm: Any) -> None:
-    vm.qmp("chardev-add", id="usbserialdev", backend={"type": "null", "data": {}})
+    # a backend that reports "open" at once: QEMU attaches usb-serial only then (null never does)
+    vm.qmp("chardev-add", id="usbserialdev", backend={"type": "ringbuf", "data": {"size": 4096}})
     try:
         new = plug(vm, "usb-serial", "usbserial", chardev="usbserialdev")
         assert_blocked(vm, new, "usb-serial")
