@@ -7,6 +7,7 @@ is on) and yields the roothash; the UKI is built with it; pass 2 adds the ESP.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +83,10 @@ def add_esp(tools: ToolsTree, work: Path, inside: str, uki: Path, seed: str,
     boot = esp_tree / "EFI/BOOT"
     boot.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(uki, boot / "BOOTX64.EFI")
+    epoch = env.get("SOURCE_DATE_EPOCH")
+    if epoch is not None:
+        for path in (esp_tree, esp_tree / "EFI", boot, boot / "BOOTX64.EFI"):
+            os.utime(path, (int(epoch), int(epoch)))
     mib = 1 << 20
     size = max(64 * mib, ((uki.stat().st_size * 5 // 4) // mib + 16) * mib)
     esp_definition(work / "repart.d", size)

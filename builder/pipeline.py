@@ -126,6 +126,11 @@ def _run(log: BuildLog, opts: BuildOptions, plan: BuildPlan, epoch: int | None, 
         shutil.copyfile(root / "usr/lib/os-release", work / "os-release")
         tree.relocate_package_db(root)
         (root / "boot").mkdir(exist_ok=True)
+    if epoch is not None:
+        with log.step(f"deterministic tree (SOURCE_DATE_EPOCH={epoch})"):
+            tree.make_deterministic(root, epoch)
+            for name in ("vmlinuz", "initrd.img", "os-release"):
+                os.utime(work / name, (epoch, epoch))
     seed = str(uuid.UUID(hashlib.sha256(
         f"{profile.name}|{spec.key()}|{epoch}".encode()).hexdigest()[:32]))
     with tools.session(work) as inside:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import os
 import shutil
 from pathlib import Path
 
@@ -138,3 +139,26 @@ def relocate_package_db(root: Path) -> None:
         shutil.rmtree(dest)
     shutil.move(str(src), str(dest))
     src.symlink_to("/usr/lib/auditbox/dpkg")
+
+
+# files that record when or where a build ran, not what it contains
+VOLATILE = ("var/log/dpkg.log", "var/log/alternatives.log", "var/log/bootstrap.log",
+            "var/cache/ldconfig/aux-cache", "var/lib/dbus/machine-id",
+            "var/lib/systemd/random-seed", "etc/machine-id")
+
+
+def make_deterministic(root: Path, epoch: int) -> None:
+    """Drop volatile files and clamp every timestamp to SOURCE_DATE_EPOCH."""
+    for rel in VOLATILE:
+        path = root / rel
+        if path.is_file() or path.is_symlink():
+            path.unlink()
+    log_apt = root / "var/log/apt"
+    if log_apt.is_dir():
+        shutil.rmtree(log_apt)
+    # systemd treats an empty machine-id as "first boot, make a transient one"
+    (root / "etc/machine-id").write_text("")
+    for path in [root, *root.rglob("*")]:
+        st = path.lstat()
+        if st.st_mtime > epoch or st.st_atime > epoch:
+            os.utime(path, (epoch, epoch), follow_symlinks=False)

@@ -101,3 +101,18 @@ def test_terminal_package_commands(tree_host: Any) -> None:
         f = tree_host.file(command)
         assert f.exists and f.mode == 0o755
     assert tree_host.run("python3 /usr/bin/auditbox-attest --help").rc == 0
+
+
+def test_production_build_is_reproducible(prod_image: BuiltImage, tmp_path: Path) -> None:
+    """Two builds of the same inputs (same SOURCE_DATE_EPOCH) give a byte-identical image."""
+    import os
+
+    env = dict(os.environ, SOURCE_DATE_EPOCH="1767225600")   # 2026-01-01
+    proc = subprocess.run(["auditbox", "build", "--check-reproducible", "-q",
+                           str(Path(__file__).parent.parent / "profiles/audit-laptop.yaml"),
+                           "-o", str(tmp_path / "out")], env=env, capture_output=True,
+                          text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.startswith("reproducible: two builds gave identical image.raw")
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["source_date_epoch"] == 1767225600

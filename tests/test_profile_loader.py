@@ -219,9 +219,20 @@ def test_self_extends_is_a_cycle(tmp_path: Path) -> None:
     assert "cycle" in e.message
 
 
-def test_extends_must_be_relative(tmp_path: Path) -> None:
+def test_extends_absolute_path_and_shipped_name(tmp_path: Path) -> None:
+    shipped = Path(__file__).resolve().parent.parent / "profiles" / "audit-laptop.yaml"
+    by_path = write(tmp_path, "a.yaml", f"name: a\nextends: {shipped}\n")
+    by_name = write(tmp_path, "b.yaml", "name: b\nextends: audit-laptop\n")
+    for path in (by_path, by_name):
+        profile = load_profile(path)
+        assert profile.sources[0] == shipped
+        assert profile.users[0].name == "kiosk"
+
+
+def test_extends_of_a_non_profile_is_refused_in_that_file(tmp_path: Path) -> None:
     path = write(tmp_path, "a.yaml", "name: a\nextends: /etc/passwd\n")
-    assert error_of(path).line == 2
+    e = error_of(path)
+    assert e.file == "/etc/passwd" and "mapping" in e.message
 
 
 def test_duplicate_uid(tmp_path: Path) -> None:

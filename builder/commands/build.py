@@ -6,8 +6,9 @@ from pathlib import Path
 
 import click
 
+from builder import reproducible
 from builder.cache import default_cache_dir
-from builder.errors import InputError
+from builder.errors import BuildError, InputError
 from builder.pipeline import BuildOptions, build
 from builder.profile.validators import _mirror
 
@@ -28,10 +29,13 @@ from builder.profile.validators import _mirror
               help="PEM private key that signs the UKI for Secure Boot (with --secure-boot-cert).")
 @click.option("--secure-boot-cert", type=click.Path(path_type=Path), default=None,
               help="PEM certificate matching --secure-boot-key (enroll it in the firmware db).")
+@click.option("--check-reproducible", is_flag=True,
+              help="Build twice from the same inputs and compare the images byte for byte.")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors on the terminal; all in build.log.")
 def build_cmd(profile: Path, out: Path, cache: Path | None, mirror: str | None,
               formats: tuple[str, ...], signing_key: Path | None,
-              secure_boot_key: Path | None, secure_boot_cert: Path | None, quiet: bool) -> None:
+              secure_boot_key: Path | None, secure_boot_cert: Path | None,
+              check_reproducible: bool, quiet: bool) -> None:
     """Build the disk image described by PROFILE into OUT."""
     if mirror is not None:
         problem = _mirror(mirror)
@@ -44,9 +48,16 @@ def build_cmd(profile: Path, out: Path, cache: Path | None, mirror: str | None,
                          ("--secure-boot-cert", secure_boot_cert), ("--signing-key", signing_key)):
         if path is not None and option != "--signing-key" and not path.is_file():
             raise InputError("file not found", file=path, key=option)
-    manifest = build(BuildOptions(profile=profile, out=out, cache=cache or default_cache_dir(),
-                                  mirror=mirror, formats=formats, signing_key=signing_key,
-                                  secure_boot_key=secure_boot_key,
-                                  secure_boot_cert=secure_boot_cert, quiet=quiet))
+    opts = BuildOptions(profile=profile, out=out, cache=cache or default_cache_dir(),
+                        mirror=mirror, formats=formats, signing_key=signing_key,
+                        secure_boot_key=secure_boot_key, secure_boot_cert=secure_boot_cert,
+                        quiet=quiet)
+    if check_reproducible:
+        same, message = reproducible.check_reproducible(opts)
+        click.echo(message)
+        if not same:
+            raise BuildError(message)
+        return
+    manifest = build(opts)
     click.echo(f"built {manifest['image_id']} in {manifest['build']['seconds']}s: {out}/image.raw "
                f"({manifest['image_size'] // (1 << 20)} MiB)")

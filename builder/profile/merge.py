@@ -18,6 +18,7 @@ from builder.profile.yamlpos import Entry, Map, Scalar, Seq, YNode, load_yaml, t
 MAX_FILES = 64
 MAX_DEPTH = 16
 EXTENDS = "extends"
+SHIPPED_PROFILES = Path(__file__).resolve().parents[2] / "profiles"
 
 
 def _join(path: str, key: str) -> str:
@@ -170,13 +171,18 @@ class _Resolver:
     @staticmethod
     def _locate(path: Path, item: Scalar) -> Path:
         rel = str(item.value)
-        if rel.startswith("/") or "\0" in rel:
-            raise InputError(f"{rel!r}: extends paths are relative to the profile's directory",
-                             file=item.file, line=item.line, key=EXTENDS)
-        base = Path(os.path.normpath(path.parent / rel))
-        candidates = [base]
-        if base.suffix not in (".yaml", ".yml"):
-            candidates.append(base.with_name(base.name + ".yaml"))
+        if "\0" in rel:
+            raise InputError(f"{rel!r}: not a path", file=item.file, line=item.line, key=EXTENDS)
+        # absolute, or relative to the extending profile's directory; a bare name that is
+        # not found there falls back to the profiles shipped with auditbox
+        bases = [Path(os.path.normpath(path.parent / rel))]
+        if "/" not in rel:
+            bases.append(SHIPPED_PROFILES / rel)
+        candidates = []
+        for base in bases:
+            candidates.append(base)
+            if base.suffix not in (".yaml", ".yml"):
+                candidates.append(base.with_name(base.name + ".yaml"))
         for candidate in candidates:
             if candidate.is_file():
                 return candidate
