@@ -13,6 +13,7 @@ from typing import NoReturn
 import click
 
 from builder.errors import InputError
+from builder.plan import make_plan
 from builder.profile import load_profile, schema_json, schema_text
 from builder.profile.model import Profile
 
@@ -42,9 +43,12 @@ def validate_cmd(profile: Path) -> None:
     """Load and check PROFILE (and the profiles it extends); build nothing."""
     try:
         loaded = load_profile(profile)
+        # resolving the plan checks what only the rule catalogue knows (ids, variables)
+        plan = make_plan(loaded)
     except InputError as e:
         fail(e)
-    click.echo(f"ok: {loaded.name} ({len(loaded.sources)} files)")
+    click.echo(f"ok: {loaded.name} ({len(loaded.sources)} files, {len(plan.rule_ids)} rules, "
+               f"{len(plan.packages)} packages)")
 
 
 @click.group("profile")
