@@ -22,6 +22,9 @@ class Policy:
     trust_firmware_on_first_use: accept and record unknown firmware values on the
         first verified quote of a device (the updated record is returned).
     allow_soft: accept soft (TPM-less) devices at all.
+    accept_any_pcr11_phase: accept PCR 11 at any boot phase the build predicted (e.g. a
+        quote taken inside the initrd). Off by default: a running terminal must have
+        reached the final phase the reference names in ``pcrs["11"]``.
     """
 
     tpm2_pcrs: tuple[int, ...] = DEFAULT_PCRS
@@ -30,5 +33,6 @@ class Policy:
     firmware_allow_list: dict[int, frozenset[bytes]] = field(default_factory=dict)
     trust_firmware_on_first_use: bool = True
     allow_soft: bool = False
+    accept_any_pcr11_phase: bool = False
     revoked_devices: set[str] = field(default_factory=set)
     revoked_images: set[str] = field(default_factory=set)
