@@ -87,7 +87,6 @@ def _add_test_access(plan: BuildPlan) -> None:
 
 def make_plan(profile: Profile) -> BuildPlan:
     plan = BuildPlan(profile=profile)
-    plan.cmdline = list(profile.kernel.cmdline)
     plan.modules_remove = list(profile.kernel.modules.deny)
     plan.modules_keep = list(profile.kernel.modules.allow)
     _add_base(plan)
@@ -95,6 +94,9 @@ def make_plan(profile: Profile) -> BuildPlan:
     from builder import rules  # rules build on the plan; imported late to keep layering clear
 
     rules.apply_rules(profile, plan)
+    # the profile's own tokens come after the rules': the kernel takes the last of repeated
+    # parameters, so what the admin wrote wins (e.g. a test profile's loglevel)
+    plan.cmdline = [*plan.cmdline, *(t for t in profile.kernel.cmdline if t not in plan.cmdline)]
     wanted = set(PIPELINE_PACKAGES) | set(profile.packages.include) | set(plan.packages)
     plan.packages = sorted(wanted - set(profile.packages.exclude))
     plan.packages_absent = sorted(set(plan.packages_absent) | set(profile.packages.exclude))

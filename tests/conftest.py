@@ -6,8 +6,6 @@ missing, except in CI (CI=true), where a missing tool is a failure, never a skip
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
 import threading
 from collections.abc import Iterator
@@ -20,27 +18,14 @@ from tests.images import BuiltImage, build_image
 from tests.machine import Machine
 from tests.testinfra_backend import machine_host
 from tests.testinfra_backend import tree_host as make_tree_host
+from tests.tools import BUILD_TOOLS, VM_TOOLS, require
 
 REPO = Path(__file__).resolve().parent.parent
-BUILD_TOOLS = ("mmdebstrap", "fsck.erofs", "dpkg-deb")
-VM_TOOLS = ("qemu-system-x86_64", "swtpm")
 GATEWAY_PORT = 2222     # profiles/audit-laptop.yaml kiosk.gateway_port
 OTHER_PORT = 2223
 # extra devices the attack tests use: USB controller, a parallel port, two display outputs
 TEST_VM_DEVICES = ["-device", "qemu-xhci,id=xhci", "-parallel", "null",
                    "-device", "virtio-gpu-pci,max_outputs=2"]
-
-
-def require(tools: tuple[str, ...], need_root: bool = True) -> None:
-    missing = [t for t in tools if shutil.which(t) is None]
-    problems = [f"missing {', '.join(missing)}"] if missing else []
-    if need_root and os.geteuid() != 0:
-        problems.append("not root")
-    if problems:
-        reason = "; ".join(problems) + " (run `make deps` as root)"
-        if os.environ.get("CI"):
-            pytest.fail(f"CI cannot skip: {reason}", pytrace=False)
-        pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")

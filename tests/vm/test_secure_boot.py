@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 
 from attestation import eventlog
-from tests.conftest import BUILD_TOOLS, VM_TOOLS, require
 from tests.images import IMAGES, REPO, BuiltImage, build_image
 from tests.machine import Machine, MachineError
 from tests.secureboot import (
@@ -31,6 +30,7 @@ from tests.secureboot import (
     pe_section,
     read_esp_file,
 )
+from tests.tools import BUILD_TOOLS, VM_TOOLS, require
 
 pytestmark = pytest.mark.vm
 
