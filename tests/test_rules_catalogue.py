@@ -499,6 +499,8 @@ class FakeVM:
         self.seen: list[str] = []
 
     def run(self, cmd: str) -> FakeResult:
+        assert cmd.startswith("( ") and cmd.endswith("\n)"), cmd   # always in a subshell
+        cmd = cmd[2:-2]
         self.seen.append(cmd)
         for prefix, (rc, out) in self.answers.items():
             if cmd.startswith(prefix):

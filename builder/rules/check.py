@@ -178,8 +178,9 @@ def tree_of(target: Any) -> Tree:
 
 
 def vm_run(host: Any, cmd: str) -> tuple[int, str]:
-    """Run a shell command on the VM host; returns (rc, stdout)."""
-    res = host.run(cmd)
+    """Run a shell command on the VM host in a subshell (a check's `exit` must not end the
+    test shell, which may eval commands in place); returns (rc, stdout)."""
+    res = host.run(f"( {cmd}\n)")
     return int(res.rc), str(res.stdout)
 
 
