@@ -12,8 +12,14 @@ deps:
 image: deps
 	auditbox build $(PROFILE) -o $(OUT)
 
+# the whole suite; then the compliance report of the test image from the checks' results
 test: deps
-	$(PYTHON) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+	rm -f build/check-results.json
+	$(PYTHON) -m pytest -p no:cacheprovider $(PYTEST_ARGS); rc=$$?; \
+	if [ -f build/images/test/manifest.json ] && [ -f build/check-results.json ]; then \
+	  auditbox report build/images/test --profile profiles/audit-laptop-test.yaml \
+	    --results build/check-results.json; fi; \
+	exit $$rc
 
 # unit tests only: no image build, no QEMU
 test-fast: deps

@@ -2,7 +2,7 @@
 
 Fixtures from tests/conftest.py (the lead's): `tree_host` (testinfra Host of the TEST image's
 extracted root tree) and `prod_tree_host` (the production image's). Results go to the check
-results file (AUDITBOX_CHECK_RESULTS, default out/check-results.json) for `auditbox report`.
+results file (AUDITBOX_CHECK_RESULTS, default build/check-results.json) for `auditbox report`.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from typing import Any
 from builder.rules.check import Check
 
 ENV = "AUDITBOX_CHECK_RESULTS"
-DEFAULT = Path(__file__).resolve().parents[2] / "out" / "check-results.json"
+DEFAULT = Path(__file__).resolve().parents[2] / "build" / "check-results.json"
 
 
 def results_path() -> Path:
