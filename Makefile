@@ -33,6 +33,7 @@ lint: deps
 bench: deps
 	$(PYTHON) tests/bench/build_bench.py
 	$(PYTHON) tests/bench/attest_bench.py
+	$(PYTHON) tests/bench/lynis_bench.py
 
 clean:
 	rm -rf build out bench-results.json

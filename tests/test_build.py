@@ -116,3 +116,25 @@ def test_production_build_is_reproducible(prod_image: BuiltImage, tmp_path: Path
     assert proc.stdout.startswith("reproducible: two builds gave identical image.raw")
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["source_date_epoch"] == 1767225600
+
+
+def test_sbom_lists_every_package(test_image: BuiltImage) -> None:
+    sbom = json.loads((test_image.out / "sbom.spdx.json").read_text())
+    assert sbom["spdxVersion"] == "SPDX-2.3" and sbom["dataLicense"] == "CC0-1.0"
+    listed = {p["name"]: p["versionInfo"] for p in sbom["packages"]}
+    assert listed.pop("auditbox") == test_image.manifest["auditbox_version"]
+    assert listed == test_image.manifest["packages"]
+    described = {r["relatedSpdxElement"] for r in sbom["relationships"]}
+    assert described == {p["SPDXID"] for p in sbom["packages"]}
+
+
+def test_systemd_dissect_accepts_the_verity_pair(test_image: BuiltImage) -> None:
+    """trixie's systemd-dissect (from the tools tree) opens the image with its root hash."""
+    from tests.dissect import dissect
+
+    info = dissect(test_image.image, test_image.manifest["roothash"])
+    designators = {m["designator"]: m for m in info["mounts"]}
+    assert designators["root"]["fstype"] == "erofs"
+    assert designators["root"]["verity"] in ("yes", "signed")
+    assert "root-verity" in designators and "esp" in designators
+    assert info["architecture"] == "x86-64"
