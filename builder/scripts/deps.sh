@@ -15,7 +15,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 PY=${PYTHON:-python3}
-if ! $PY - <<'PYEOF' 2>/dev/null
+if ! $PY -I - <<'PYEOF' 2>/dev/null
 import importlib.metadata as md, sys
 need = ["click", "jinja2", "pyyaml", "paramiko", "cryptography", "pytest", "pytest-testinfra",
         "hypothesis", "pytest-timeout", "virt-firmware", "ruff", "mypy", "types-PyYAML", "auditbox"]
@@ -25,12 +25,16 @@ for n in need:
         md.version(n)
     except md.PackageNotFoundError:
         missing.append(n)
-# auditbox must be the editable install of this checkout
-import importlib.util, pathlib
-spec = importlib.util.find_spec("builder")
-here = pathlib.Path.cwd().resolve()
-if spec is None or spec.origin is None or not pathlib.Path(spec.origin).resolve().is_relative_to(here):
-    missing.append("auditbox(editable)")
+# auditbox must be the editable install of THIS checkout (its `auditbox` command runs it)
+import json, pathlib
+try:
+    direct = json.loads(md.distribution("auditbox").read_text("direct_url.json") or "{}")
+except md.PackageNotFoundError:
+    direct = {}
+source = direct.get("url", "").removeprefix("file://")
+if not direct.get("dir_info", {}).get("editable") or \
+        pathlib.Path(source).resolve() != pathlib.Path.cwd().resolve():
+    missing.append("auditbox(editable install of this checkout)")
 sys.exit(1 if missing else 0)
 PYEOF
 then
