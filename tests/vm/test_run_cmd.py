@@ -1,0 +1,101 @@
+"""`auditbox run`: boots an image; Ctrl-C or the guest powering off leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.images import BuiltImage
+from tests.machine import _SerialReader
+
+pytestmark = pytest.mark.vm
+
+
+def _descendants(pid: int) -> dict[int, str]:
+    """{pid: command name} of every process descended from pid."""
+    out = subprocess.run(["ps", "-eo", "pid=,ppid=,comm="], capture_output=True, text=True,
+                         check=True).stdout
+    rows = [line.split(None, 2) for line in out.splitlines()]
+    found: dict[int, str] = {}
+    tree = {pid}
+    changed = True
+    while changed:
+        changed = False
+        for p, pp, comm in rows:
+            if int(pp) in tree and int(p) not in tree:
+                tree.add(int(p))
+                found[int(p)] = comm
+                changed = True
+    return found
+
+
+def _vm_processes(proc: subprocess.Popen[bytes], timeout: float = 30) -> dict[int, str]:
+    """Wait until `auditbox run` has started QEMU and swtpm; their pids."""
+    deadline = time.monotonic() + timeout
+    while True:
+        kids = {p: c for p, c in _descendants(proc.pid).items()
+                if c.startswith(("qemu-system", "swtpm"))}
+        if {c[:4] for c in kids.values()} >= {"qemu", "swtp"}:
+            return kids
+        assert time.monotonic() < deadline, kids
+        time.sleep(0.2)
+
+
+def _alive(pids: dict[int, str]) -> dict[int, str]:
+    alive = {}
+    for pid, comm in pids.items():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue
+        alive[pid] = comm
+    return alive
+
+
+def test_ctrl_c_stops_qemu_and_swtpm(test_image: BuiltImage, tmp_path: Path) -> None:
+    proc = subprocess.Popen(["auditbox", "run", str(test_image.image),
+                             "--serial", str(tmp_path / "s0")], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    vm = _vm_processes(proc)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(30) == 0
+    time.sleep(0.5)
+    assert _alive(vm) == {}
+
+
+def test_guest_poweroff_ends_the_run(test_image: BuiltImage, tmp_path: Path) -> None:
+    s0, s1 = tmp_path / "s0", tmp_path / "s1"
+    proc = subprocess.Popen(["auditbox", "run", str(test_image.image), "--serial", str(s0),
+                             "--serial2", str(s1)], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        vm = _vm_processes(proc)
+        while not s1.exists():
+            time.sleep(0.1)
+        console = _SerialReader(s0, tmp_path / "console.log")
+        shell = _SerialReader(s1, tmp_path / "shell.log")
+        deadline = time.monotonic() + 600
+        while True:
+            start = len(shell.buffer)
+            shell.send(b"\necho UP-$((6*7))\n")
+            try:
+                shell.wait_for(re.compile(b"UP-42"), start, 5)
+                break
+            except AssertionError:
+                assert time.monotonic() < deadline, "the test shell never answered"
+        shell.send(b"systemctl poweroff\n")
+        assert proc.wait(300) == 0
+        console.close()
+        shell.close()
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGINT)
+            proc.wait(30)
+    time.sleep(0.5)
+    assert _alive(vm) == {}
