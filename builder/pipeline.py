@@ -145,6 +145,14 @@ def _run(log: BuildLog, opts: BuildOptions, plan: BuildPlan, epoch: int | None, 
             uki = build_uki(tools, inside, work, kver, cmdline, *sign, env=env)
         with log.step("EFI system partition (systemd-repart)"):
             parts = disk.add_esp(tools, work, inside, uki.path, seed, env)
+        versions = outputs.tool_versions()
+        for name, argv in {"systemd-repart": ["systemd-repart", "--version"],
+                           "ukify": ["ukify", "--version"],
+                           "mkfs.erofs": ["mkfs.erofs", "-V"]}.items():
+            versions[name] = tools.run(argv, what=name, capture=True,
+                                       merge_stderr=True).strip().splitlines()[0]
+        versions["dracut"] = chroot_run(log, root, ["dracut", "--version"], what="dracut",
+                                        capture=True, merge_stderr=True).strip()
     with log.step("outputs (image, manifest, signed reference, checksums)"):
         os.replace(work / "image.raw", out / "image.raw")
         if "qcow2" in formats:
@@ -183,7 +191,7 @@ def _run(log: BuildLog, opts: BuildOptions, plan: BuildPlan, epoch: int | None, 
                        for p in sorted(parts, key=lambda p: int(str(p["offset"])))],
         "image_size": (out / "image.raw").stat().st_size,
         "source_date_epoch": epoch,
-        "tools": outputs.tool_versions(),
+        "tools": versions,
         "build": {"time": int(time.time()), "steps": log.timings,
                   "bootstrap_key": spec.key()},
         "formats": formats,

@@ -138,3 +138,23 @@ def test_systemd_dissect_accepts_the_verity_pair(test_image: BuiltImage) -> None
     assert designators["root"]["verity"] in ("yes", "signed")
     assert "root-verity" in designators and "esp" in designators
     assert info["architecture"] == "x86-64"
+
+
+def test_manifest_names_the_tools_used(test_image: BuiltImage) -> None:
+    tools = test_image.manifest["tools"]
+    for name in ("mmdebstrap", "systemd-repart", "ukify", "mkfs.erofs", "dracut", "qemu-img"):
+        assert tools.get(name), name
+    assert "257" in tools["systemd-repart"]
+
+
+def test_inspect_summarises_the_build(test_image: BuiltImage) -> None:
+    proc = subprocess.run(["auditbox", "inspect", "--json", str(test_image.out)],
+                          capture_output=True, text=True, check=True)
+    summary = json.loads(proc.stdout)
+    assert summary["image_id"] == test_image.manifest["image_id"]
+    assert summary["roothash"] == test_image.manifest["roothash"]
+    assert summary["predicted_pcrs"]["11"]
+    assert len(summary["rules"]) == len(test_image.manifest["rules"]) > 40
+    text = subprocess.run(["auditbox", "inspect", str(test_image.out)], capture_output=True,
+                          text=True, check=True).stdout
+    assert "root-x86-64-verity" in text and summary["roothash"] in text
