@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +59,22 @@ STEPS = (
 )
 _SEPARATOR_DATA = (b"\x00\x00\x00\x00", b"\xff\xff\xff\xff")
 _HASHED_DATA_TYPES = (eventlog.EV_SEPARATOR, eventlog.EV_EFI_ACTION, eventlog.EV_ACTION)
+# UEFI variable events (TCG PC Client PFP): the firmware hashes the whole UEFI_VARIABLE_DATA,
+# except for EV_EFI_VARIABLE_BOOT, where it hashes the variable's data only
+_VARIABLE_TYPES = (eventlog.EV_EFI_VARIABLE_DRIVER_CONFIG, eventlog.EV_EFI_VARIABLE_BOOT,
+                   eventlog.EV_EFI_VARIABLE_BOOT2, eventlog.EV_EFI_VARIABLE_AUTHORITY)
+
+
+def _check_variable_event(step: str, index: int, typ: int, data: bytes, digest: bytes) -> None:
+    """Parse UEFI_VARIABLE_DATA strictly and check the event's sha256 digest covers it."""
+    if len(data) < 32:
+        raise _fail(step, f"event {index}: UEFI variable data truncated")
+    name_len, data_len = struct.unpack_from("<QQ", data, 16)
+    if name_len > 1024 or data_len > len(data) or 32 + 2 * name_len + data_len != len(data):
+        raise _fail(step, f"event {index}: UEFI variable data lengths do not add up")
+    covered = data[32 + 2 * name_len:] if typ == eventlog.EV_EFI_VARIABLE_BOOT else data
+    if hashlib.sha256(covered).digest() != digest:
+        raise _fail(step, f"event {index}: digest does not match its UEFI variable data")
 
 
 @dataclass(frozen=True)
@@ -267,6 +284,8 @@ class Verifier:
                         raise _fail(step, f"event {e.index}: bad EV_SEPARATOR data")
                 if e.type in _HASHED_DATA_TYPES and d != hashlib.sha256(e.data).digest():
                     raise _fail(step, f"event {e.index}: digest does not match its data")
+                if e.type in _VARIABLE_TYPES:
+                    _check_variable_event(step, e.index, e.type, e.data, d)
             for i in quoted:
                 if i < 8 and seps.get(i, 0) != 1:
                     raise _fail(step, f"PCR {i}: expected exactly one EV_SEPARATOR")

@@ -89,7 +89,8 @@ def build_log(auth: bytes, cmdline: str, banks: tuple[int, ...] = (TPM_ALG_SHA25
     evs.append((0, eventlog.EV_S_CRTM_VERSION, h(b"ovmf\0"), b"ovmf\0"))
     evs.append((0, eventlog.EV_EFI_PLATFORM_FIRMWARE_BLOB, h(b"fv-main"), b"\x01" * 16))
     boot_order = uefi_var("BootOrder", b"\x01\x00")
-    evs.append((1, eventlog.EV_EFI_VARIABLE_BOOT, h(boot_order), boot_order))
+    # as real firmware does: EV_EFI_VARIABLE_BOOT digests the variable's data only
+    evs.append((1, eventlog.EV_EFI_VARIABLE_BOOT, h(b"\x01\x00"), boot_order))
     sb = uefi_var("SecureBoot", b"\x00")
     evs.append((7, eventlog.EV_EFI_VARIABLE_DRIVER_CONFIG, h(sb), sb))
     for pcr in range(8):

@@ -504,3 +504,24 @@ def test_soft_token_single_use_and_policy(tmp_path: Path) -> None:
     with pytest.raises(EnrollmentError, match="token"):
         begin_enrollment(b.enrollment_request(tok), image_id="i",
                          policy=EnrollmentPolicy(allow_soft=True), tokens=tokens)
+
+
+# 7, UEFI variable events ---------------------------------------------------------
+@pytest.mark.parametrize("which", ["BootOrder", "SecureBoot"])
+def test_attack07_uefi_variable_data_changed(world: Any, which: str) -> None:
+    """Changing a measured UEFI variable's data (e.g. SecureBoot=1 shown for a 0 boot)."""
+    n = world.nonce()
+    ev = decode(good(world, n))
+    log = eventlog.parse(ev.event_log)
+    events = list(log.events)
+    for i, e in enumerate(events):
+        if e.type in (eventlog.EV_EFI_VARIABLE_BOOT, eventlog.EV_EFI_VARIABLE_DRIVER_CONFIG) \
+                and which.encode("utf-16-le") in e.data:
+            events[i] = dataclasses.replace(e, data=e.data[:-1] + bytes([e.data[-1] ^ 1]))
+            break
+    else:
+        pytest.fail(f"no {which} event in the synthetic log")
+    tampered = encode(dataclasses.replace(
+        ev, event_log=eventlog.encode(dataclasses.replace(log, events=tuple(events)))))
+    e = refused(lambda: world.verify(tampered, n), "event_log")
+    assert "UEFI variable" in e.reason
