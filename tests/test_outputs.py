@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -12,10 +11,11 @@ import pytest
 from builder import outputs
 from builder.errors import InputError
 from builder.progress import BuildLog
+from tests.tools import require
 
 
-@pytest.mark.skipif(shutil.which("qemu-img") is None, reason="qemu-img missing")
 def test_qcow2_is_converted_by_qemu_img(tmp_path: Path) -> None:
+    require(("qemu-img",), need_root=False)
     raw = tmp_path / "image.raw"
     raw.write_bytes(b"\0" * (1 << 20) + b"auditbox" + b"\0" * ((1 << 20) - 8))
     log = BuildLog(tmp_path / "build.log", quiet=True)
