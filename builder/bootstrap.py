@@ -11,7 +11,7 @@ from pathlib import Path
 from builder.cache import cache_key
 from builder.progress import BuildLog
 
-RECIPE_VERSION = 1  # bump when the way a bootstrap is made changes
+RECIPE_VERSION = 2  # bump when the way a bootstrap is made changes
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,8 @@ def ensure_bootstrap(log: BuildLog, cache: Path, spec: BootstrapSpec) -> Path:
     fd, tmp_name = tempfile.mkstemp(prefix=".partial-", suffix=".tar", dir=store)
     os.close(fd)
     tmp = Path(tmp_name)
-    env = dict(os.environ)
+    # the kernel's postinst would build an initrd the pipeline replaces anyway: skip it
+    env = dict(os.environ, INITRD="No")
     if spec.source_date_epoch is not None:
         env["SOURCE_DATE_EPOCH"] = str(spec.source_date_epoch)
     try:

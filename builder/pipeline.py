@@ -8,6 +8,7 @@ import shutil
 import tempfile
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,11 +90,12 @@ def _run(log: BuildLog, opts: BuildOptions, plan: BuildPlan, epoch: int | None, 
                                    tuple(plan.packages), epoch)
     root = work / "root"
 
-    with log.step("tools tree (trixie: systemd-repart, ukify)"):
-        tools = ensure_tools(log, opts.cache, profile.suite, profile.architecture,
-                             profile.mirror)
-    with log.step("bootstrap (mmdebstrap, cached)"):
-        tarball = bootstrap.ensure_bootstrap(log, opts.cache, spec)
+    with log.step("bootstrap image and tools trees (mmdebstrap, cached, in parallel)"):
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            tools_job = pool.submit(ensure_tools, log, opts.cache, profile.suite,
+                                    profile.architecture, profile.mirror)
+            tarball = pool.submit(bootstrap.ensure_bootstrap, log, opts.cache, spec).result()
+            tools = tools_job.result()
         bootstrap.extract(log, tarball, root)
     with log.step("customise tree (users, overlays, terminal package, units)"):
         tree.create_users(log, root, plan)
