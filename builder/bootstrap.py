@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from builder.cache import cache_key
+from builder.chroot import remove_tree
 from builder.progress import BuildLog
 
 RECIPE_VERSION = 2  # bump when the way a bootstrap is made changes
@@ -65,8 +65,7 @@ def ensure_bootstrap(log: BuildLog, cache: Path, spec: BootstrapSpec) -> Path:
 
 
 def extract(log: BuildLog, tarball: Path, root: Path) -> None:
-    if root.exists():
-        shutil.rmtree(root)
+    remove_tree(root)
     root.mkdir(parents=True)
     log.run(["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "-xpf", tarball,
              "-C", root], what="extract bootstrap")

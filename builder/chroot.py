@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -47,3 +48,30 @@ def chroot_run(log: BuildLog, root: Path, argv: Sequence[str | Path], *, what: s
     full_env.update(env or {})
     return log.run(["chroot", str(root), *[str(a) for a in argv]], what=what, env=full_env,
                    capture=capture, merge_stderr=merge_stderr)
+
+
+def mounts_below(path: Path) -> list[Path]:
+    """Mount points at or below path, deepest first (from /proc/self/mountinfo)."""
+    base = path.resolve()
+    found = []
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        for line in f:
+            point = Path(line.split()[4].encode().decode("unicode_escape"))
+            if point == base or base in point.parents:
+                found.append(point)
+    return sorted(found, key=lambda p: len(p.parts), reverse=True)
+
+
+def remove_tree(path: Path) -> None:
+    """rmtree that first unmounts whatever is still mounted inside the tree.
+
+    shutil.rmtree does not stop at mount points: a /dev or /proc left bound inside a
+    build tree would otherwise be emptied on the host.
+    """
+    if not path.exists():
+        return
+    for point in mounts_below(path):
+        subprocess.run(["umount", "-l", str(point)], check=False)
+    if mounts_below(path):
+        raise RuntimeError(f"refusing to delete {path}: something is still mounted inside")
+    shutil.rmtree(path)

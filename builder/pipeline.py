@@ -16,7 +16,7 @@ from typing import Any
 from builder import __version__, bootstrap, debpkg, disk, initrd, outputs, tree
 from builder.authenticode import authenticode_sha256
 from builder.cache import sha256_file
-from builder.chroot import chroot_run
+from builder.chroot import chroot_run, remove_tree
 from builder.plan import BuildPlan, make_plan
 from builder.profile import load_profile, profile_to_dict
 from builder.progress import BuildLog
@@ -65,7 +65,7 @@ def build(opts: BuildOptions) -> dict[str, Any]:
         try:
             manifest = _run(log, opts, plan, epoch, out, work, formats)
         finally:
-            shutil.rmtree(work, ignore_errors=True)
+            remove_tree(work)
             log.close()
         shutil.copyfile(log_path, out / "build.log")
         manifest["build"]["seconds"] = round(time.time() - started, 1)

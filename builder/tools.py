@@ -6,6 +6,7 @@ run fine from a chroot. Work directories are bound into it at /run/auditbox/<nam
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -54,9 +55,11 @@ def ensure_tools(log: BuildLog, cache: Path, suite: str, architecture: str,
         try:
             extract(log, tarball, tmp)
             (tmp / ".complete").touch()
-            if root.exists():
-                shutil.rmtree(root)
-            os.replace(tmp, root)
+            # the tree only ever appears whole (renamed into place). If a concurrent build
+            # got there first, keep its tree (it may have API filesystems bound into it: it
+            # must never be deleted from under it) and drop ours, which nothing uses.
+            with contextlib.suppress(OSError):
+                os.rename(tmp, root)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp)

@@ -32,7 +32,10 @@ COMMAND = "lynis audit system --quick --no-colors --no-log >/dev/null 2>&1; cat 
 
 
 class Machine(Protocol):
-    def execute(self, cmd: str) -> tuple[int, str]: ...
+    def execute(self, command: str, timeout: float = ...) -> tuple[int, str]: ...
+
+
+LYNIS_TIMEOUT = 1800.0  # a full audit runs hundreds of probes: minutes under TCG
 
 
 @dataclass(frozen=True)
@@ -71,10 +74,10 @@ def run_lynis(machine: Machine) -> LynisResult:
     if rc != 0:
         raise RuntimeError("lynis is not installed in the guest")
     # --no-log would skip the report file on some versions: fall back to the default log run
-    rc, out = machine.execute(COMMAND)
+    rc, out = machine.execute(COMMAND, timeout=LYNIS_TIMEOUT)
     if "hardening_index" not in out:
         rc, out = machine.execute("lynis audit system --quick --no-colors >/dev/null 2>&1; "
-                                  "cat " + REPORT)
+                                  "cat " + REPORT, timeout=LYNIS_TIMEOUT)
     return parse_report(out)
 
 
