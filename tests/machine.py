@@ -53,8 +53,9 @@ class _SerialReader:
                     self.closed = True
                     return
                 self.buffer += data
-                self.log.write(data)
-                self.log.flush()
+                if not self.log.closed:
+                    self.log.write(data)
+                    self.log.flush()
                 self.cond.notify_all()
 
     closed = False
@@ -76,9 +77,11 @@ class _SerialReader:
                 self.cond.wait(min(left, 1.0))
 
     def close(self) -> None:
-        try:
-            self.sock.close()
-        finally:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+        self.thread.join(timeout=5)
+        with self.cond:          # the pump writes under the same lock
             self.log.close()
 
 
