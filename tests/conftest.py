@@ -110,33 +110,32 @@ def other_port(other_listener: _Listener) -> int:
     return other_listener.port
 
 
+def _booted(image: BuiltImage, name: str, extra_args: list[str] | None = None
+            ) -> Iterator[Machine]:
+    """Boot image until its test shell answers and systemd has settled; stop it after."""
+    require(VM_TOOLS)
+    m = Machine(image.image, name=name, log_dir=REPO / "build" / "test-logs",
+                extra_args=extra_args)
+    m.start()
+    try:
+        m.wait_for_shell()
+        m.succeed("systemctl is-system-running --wait || true", timeout=600)
+        yield m
+    finally:
+        m.stop()
+
+
 @pytest.fixture(scope="session")
 def machine(test_image: BuiltImage, gateway_listener: _Listener,
             other_listener: _Listener) -> Iterator[Machine]:
     """The booted test image, shared by every VM test of the session."""
-    require(VM_TOOLS)
-    m = Machine(test_image.image, name="test", log_dir=REPO / "build" / "test-logs",
-                extra_args=TEST_VM_DEVICES)
-    m.start()
-    try:
-        m.wait_for_shell()
-        m.succeed("systemctl is-system-running --wait || true", timeout=600)
-        yield m
-    finally:
-        m.stop()
+    yield from _booted(test_image, "test", TEST_VM_DEVICES)
 
 
 @pytest.fixture(scope="session")
 def variant_machine(variant_image: BuiltImage) -> Iterator[Machine]:
-    require(VM_TOOLS)
-    m = Machine(variant_image.image, name="variant", log_dir=REPO / "build" / "test-logs")
-    m.start()
-    try:
-        m.wait_for_shell()
-        m.succeed("systemctl is-system-running --wait || true", timeout=600)
-        yield m
-    finally:
-        m.stop()
+    """The booted variant image (one more kernel command line token)."""
+    yield from _booted(variant_image, "variant")
 
 
 @pytest.fixture(scope="session")
