@@ -18,8 +18,10 @@ from attestation.reference import (
     write_signed_reference,
 )
 from builder.cache import sha256_file
+from builder.chroot import chroot_run
 from builder.errors import InputError
 from builder.progress import BuildLog
+from builder.tools import ToolsTree
 
 CHECKSUMMED = ("image.raw", "image.qcow2", "manifest.json", "reference.json",
                "reference.json.sig", "build-key.pub", "sbom.spdx.json")
@@ -68,13 +70,17 @@ def write_qcow2(log: BuildLog, out: Path) -> None:
              out / "image.qcow2"], what="qemu-img convert")
 
 
-def write_sha256sums(out: Path) -> dict[str, str]:
-    sums = {name: sha256_file(out / name) for name in CHECKSUMMED if (out / name).exists()}
+def write_sha256sums(out: Path, known: dict[str, str] | None = None) -> dict[str, str]:
+    """Write OUT/SHA256SUMS; digests already computed (`known`) are not computed again."""
+    known = known or {}
+    sums = {name: known.get(name) or sha256_file(out / name)
+            for name in CHECKSUMMED if (out / name).exists()}
     (out / "SHA256SUMS").write_text("".join(f"{h}  {n}\n" for n, h in sums.items()))
     return sums
 
 
-def tool_versions() -> dict[str, str]:
+def tool_versions(log: BuildLog, tools: ToolsTree, root: Path) -> dict[str, str]:
+    """Versions of every tool the build used: host, tools tree and the image's dracut."""
     versions = {}
     for tool, argv in {"mmdebstrap": ["mmdebstrap", "--version"],
                        "qemu-img": ["qemu-img", "--version"],
@@ -84,4 +90,11 @@ def tool_versions() -> dict[str, str]:
             versions[tool] = (proc.stdout or proc.stderr).splitlines()[0].strip()
         except (OSError, IndexError):
             versions[tool] = "unknown"
+    for tool, argv in {"systemd-repart": ["systemd-repart", "--version"],
+                       "ukify": ["ukify", "--version"],
+                       "mkfs.erofs": ["mkfs.erofs", "-V"]}.items():
+        versions[tool] = tools.run(argv, what=tool, capture=True,
+                                   merge_stderr=True).strip().splitlines()[0]
+    versions["dracut"] = chroot_run(log, root, ["dracut", "--version"], what="dracut",
+                                    capture=True, merge_stderr=True).strip()
     return versions

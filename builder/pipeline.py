@@ -70,7 +70,7 @@ def build(opts: BuildOptions) -> dict[str, Any]:
         shutil.copyfile(log_path, out / "build.log")
         manifest["build"]["seconds"] = round(time.time() - started, 1)
         outputs.write_json(out / "manifest.json", manifest)
-        outputs.write_sha256sums(out)
+        outputs.write_sha256sums(out, known=manifest["sha256"])
     return manifest
 
 
@@ -147,14 +147,7 @@ def _run(log: BuildLog, opts: BuildOptions, plan: BuildPlan, epoch: int | None, 
             uki = build_uki(tools, inside, work, kver, cmdline, *sign, env=env)
         with log.step("EFI system partition (systemd-repart)"):
             parts = disk.add_esp(tools, work, inside, uki.path, seed, env)
-        versions = outputs.tool_versions()
-        for name, argv in {"systemd-repart": ["systemd-repart", "--version"],
-                           "ukify": ["ukify", "--version"],
-                           "mkfs.erofs": ["mkfs.erofs", "-V"]}.items():
-            versions[name] = tools.run(argv, what=name, capture=True,
-                                       merge_stderr=True).strip().splitlines()[0]
-        versions["dracut"] = chroot_run(log, root, ["dracut", "--version"], what="dracut",
-                                        capture=True, merge_stderr=True).strip()
+    versions = outputs.tool_versions(log, tools, root)
     with log.step("outputs (image, manifest, signed reference, checksums)"):
         os.replace(work / "image.raw", out / "image.raw")
         if "qcow2" in formats:

@@ -184,13 +184,6 @@ def vm_run(host: Any, cmd: str) -> tuple[int, str]:
     return int(res.rc), str(res.stdout)
 
 
-def vm_ok(host: Any, cmd: str, what: str) -> str:
-    rc, out = vm_run(host, cmd)
-    if rc != 0:
-        raise AssertionError(f"{what}: `{cmd}` exited {rc}: {out.strip()[:400]}")
-    return out
-
-
 def kernel_release_dirs(tree: Tree) -> list[str]:
     """/lib/modules/<ver> directories present in the tree (usr-merged paths included)."""
     seen: set[str] = set()
