@@ -60,7 +60,7 @@ def file_text(plan: BuildPlan, path: str) -> str:
 
 def test_every_rule_file_loads_and_default_selects_all() -> None:
     cat = load_catalogue()
-    assert len(cat) == 44
+    assert len(cat) == 51
     assert len(set(DEFAULT_SELECTION)) == len(DEFAULT_SELECTION)
     assert set(DEFAULT_SELECTION) == set(cat)
     for r in cat.values():
@@ -267,11 +267,11 @@ def test_every_planned_file_is_from_a_rule_and_unique() -> None:
     assert all(f.source in DEFAULT_SELECTION for f in plan.files)
 
 
-def test_test_profile_differs_only_by_lynis() -> None:
+def test_test_profile_differs_only_by_lynis_and_its_ps() -> None:
     prod = plan_for(profile())
     p = profile(test_access=Access(root_shell_tty="ttyS1", kiosk_tty="ttyS0"))
     plan = plan_for(p)
-    assert set(plan.packages) - set(prod.packages) == {"lynis"}
+    assert set(plan.packages) - set(prod.packages) == {"lynis", "procps"}
     assert "debug-shell.service" in plan.units_mask
     assert plan.cmdline == prod.cmdline and plan.units_mask == prod.units_mask
     gettys = _check(p, "no-other-vts:check_only1:no-other-gettys:vm")
@@ -358,7 +358,7 @@ def test_check_generation() -> None:
     assert len(names) == len(set(names))
     static = [c for c in all_checks if c.where == "static"]
     vm = [c for c in all_checks if c.where == "vm"]
-    assert len(static) == 62 and len(vm) == 100, (len(static), len(vm))
+    assert len(static) == 81 and len(vm) == 122, (len(static), len(vm))
     by_rule = {c.rule_id for c in all_checks}
     assert by_rule == set(DEFAULT_SELECTION)        # every rule checks something
     vm_rules = {c.rule_id for c in vm}

@@ -13,10 +13,13 @@ DEFAULT_SELECTION: tuple[str, ...] = (
     # peripherals
     "usb-storage-absent", "usb-net-absent", "usb-serial-absent", "usbguard-policy",
     "dma-ports-off", "radio-off", "camera-audio-off", "optical-off", "printing-absent",
-    "drm-connectors-off", "rare-fs-off",
+    "drm-connectors-off", "rare-fs-off", "net-protocols-off",
     # console and kiosk
     "kiosk-autologin", "no-other-vts", "ctrl-alt-del-off", "power-keys", "rescue-locked",
     "root-locked", "no-sshd",
+    # accounts and sessions
+    "login-defs", "pam-faillock", "pam-pwquality", "pam-tmpdir", "shell-timeout",
+    "legal-banner",
     # filesystem and boot integrity (checked; the pipeline implements them)
     "root-verity", "amnesic", "uki-measured", "secure-boot",
     # network

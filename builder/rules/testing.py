@@ -28,6 +28,8 @@ SAMPLE_MODULES = (
     "drivers/media/usb/uvc/uvcvideo.ko.xz", "drivers/cdrom/cdrom.ko.xz",
     "drivers/scsi/sr_mod.ko.xz", "drivers/parport/parport.ko.xz", "drivers/char/lp.ko.xz",
     "drivers/usb/class/usblp.ko.xz", "fs/udf/udf.ko.xz", "fs/smb/client/cifs.ko.xz",
+    "fs/squashfs/squashfs.ko.xz", "net/dccp/dccp.ko.xz", "net/sctp/sctp.ko.xz",
+    "net/rds/rds.ko.xz", "net/tipc/tipc.ko.xz",
     # must survive
     "drivers/virtio/virtio.ko.xz", "drivers/block/virtio_blk.ko.xz", "fs/erofs/erofs.ko.xz",
     "drivers/md/dm-verity.ko.xz", "net/netfilter/nf_tables.ko.xz",
@@ -42,6 +44,14 @@ BASE_PACKAGES = ("base-files", "systemd", "util-linux", "python3-minimal", "usbg
 def dpkg_status(packages: Iterable[str]) -> str:
     return "".join(f"Package: {p}\nStatus: install ok installed\nVersion: 1\n\n"
                    for p in sorted(set(packages)))
+
+
+# what pam-auth-update writes when these packages are installed (their pam-configs)
+PAM_AUTH_UPDATE = {
+    "libpam-pwquality": ("common-password",
+                         "password\trequisite\t\t\tpam_pwquality.so retry=3\n"),
+    "libpam-tmpdir": ("common-session", "session\toptional\tpam_tmpdir.so\n"),
+}
 
 
 def _unit_wants(unit: str) -> str:
@@ -104,6 +114,12 @@ def materialize(plan: BuildPlan, root: Path, *, packages: Iterable[str] = BASE_P
             os.symlink("/dev/null", target)
     remove_modules(root, plan.modules_remove, plan.modules_keep)
     installed = set(packages) | set(plan.packages)
+    for package, (name, line) in PAM_AUTH_UPDATE.items():
+        if package in installed:
+            pam = root / "etc/pam.d" / name
+            pam.parent.mkdir(parents=True, exist_ok=True)
+            with pam.open("a") as f:
+                f.write(line)
     # like builder.tree.relocate_package_db: the database lives under /usr, /var is a tmpfs
     db = root / "usr/lib/auditbox/dpkg"
     db.mkdir(parents=True, exist_ok=True)
