@@ -60,7 +60,7 @@ def file_text(plan: BuildPlan, path: str) -> str:
 
 def test_every_rule_file_loads_and_default_selects_all() -> None:
     cat = load_catalogue()
-    assert len(cat) == 51
+    assert len(cat) == 52
     assert len(set(DEFAULT_SELECTION)) == len(DEFAULT_SELECTION)
     assert set(DEFAULT_SELECTION) == set(cat)
     for r in cat.values():
@@ -358,7 +358,7 @@ def test_check_generation() -> None:
     assert len(names) == len(set(names))
     static = [c for c in all_checks if c.where == "static"]
     vm = [c for c in all_checks if c.where == "vm"]
-    assert len(static) == 81 and len(vm) == 122, (len(static), len(vm))
+    assert len(static) == 82 and len(vm) == 123, (len(static), len(vm))
     by_rule = {c.rule_id for c in all_checks}
     assert by_rule == set(DEFAULT_SELECTION)        # every rule checks something
     vm_rules = {c.rule_id for c in vm}
@@ -534,6 +534,8 @@ def test_vm_sysctl_check() -> None:
     net.run(FakeVM({"cat /proc/sys/net/ipv6": (1, ""), "cat /proc/sys/net/ipv4/tcp_timestamps":
                     (0, "0\n"), "cat /proc/sys/net/ipv4/conf/all/rp_filter": (0, "1\n"),
                     "cat /proc/sys/net/ipv4/conf/default/rp_filter": (0, "1\n"),
+                    "cat /proc/sys/net/ipv4/conf/all/log_martians": (0, "1\n"),
+                    "cat /proc/sys/net/ipv4/conf/default/log_martians": (0, "1\n"),
                     "cat /proc/sys/net/ipv4": (0, "0\n")}))
 
 

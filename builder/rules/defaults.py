@@ -12,6 +12,7 @@ DEFAULT_SELECTION: tuple[str, ...] = (
     "sysctl-attack-surface", "sysctl-fs", "sysctl-panic", "sysctl-net", "modules-locked",
     # peripherals
     "usb-storage-absent", "usb-net-absent", "usb-serial-absent", "usbguard-policy",
+    "usbguard-dbus-off",
     "dma-ports-off", "radio-off", "camera-audio-off", "optical-off", "printing-absent",
     "drm-connectors-off", "rare-fs-off", "net-protocols-off",
     # console and kiosk
