@@ -152,13 +152,34 @@ class QemuVM:
         self.stop()
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def run_foreground(config: VMConfig) -> int:
-    """`auditbox run`: console on stdio; Ctrl-C or guest power-off stops QEMU and swtpm."""
+    """`auditbox run`: console on stdio; guest power-off, Ctrl-C, SIGTERM or SIGHUP stops
+    QEMU and swtpm. Returns QEMU's exit code, or 128 + the number of the stop signal.
+
+    The handlers are installed explicitly: a job started in the background by a
+    non-interactive shell inherits SIGINT ignored, and Python's default SIGTERM would
+    exit without stopping the VM. A handler only records the signal and asks QEMU to
+    quit, so a signal that lands while the processes are being started leaves none
+    behind: the normal path then stops them.
+    """
     vm = QemuVM(config)
+    stop_signal = 0
+
+    def request_stop(signum: int, _frame: object) -> None:
+        nonlocal stop_signal
+        stop_signal = stop_signal or signum
+        if vm.qemu is not None and vm.qemu.returncode is None:
+            vm.qemu.send_signal(signal.SIGTERM)
+
+    previous = {s: signal.signal(s, request_stop) for s in STOP_SIGNALS}
     try:
         vm.start(foreground=True)
-        return vm.wait()
-    except KeyboardInterrupt:
-        return 130
+        code = 0 if stop_signal else vm.wait()
+        return 128 + stop_signal if stop_signal else code
     finally:
         vm.stop()
+        for s, handler in previous.items():
+            signal.signal(s, handler)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from builder.qemu import VMConfig, run_foreground
+from builder.qemu import STOP_SIGNALS, VMConfig, run_foreground
 
 
 @click.command("run")
@@ -27,11 +27,12 @@ def run_cmd(image: Path, tpm: bool, serial: Path | None, serial2: Path | None, q
             memory: int, hostfwd: tuple[str, ...]) -> None:
     """Boot IMAGE under QEMU (TCG, q35, OVMF, swtpm); console on stdio by default.
 
-    Ctrl-C or the guest powering off stops QEMU and swtpm.
+    The guest powering off, Ctrl-C, SIGTERM or SIGHUP stops QEMU and swtpm; a stop by
+    signal exits 0.
     """
     serials = [str(serial) if serial else "stdio"]
     if serial2:
         serials.append(str(serial2))
     code = run_foreground(VMConfig(image=image, tpm=tpm, serials=serials, qmp=qmp,
                                    memory_mb=memory, hostfwd=list(hostfwd)))
-    sys.exit(0 if code in (0, 130) else code)
+    sys.exit(0 if code == 0 or code - 128 in STOP_SIGNALS else code)

@@ -58,13 +58,30 @@ def _alive(pids: dict[int, str]) -> dict[int, str]:
     return alive
 
 
-def test_ctrl_c_stops_qemu_and_swtpm(test_image: BuiltImage, tmp_path: Path) -> None:
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+# SIGINT as from Ctrl-C, SIGINT to a job a non-interactive shell started in the background
+# (it inherits SIGINT ignored: CI runners do this), and SIGTERM/SIGHUP as from kill or a
+# closed terminal: each stops the run with exit 0 and leaves no QEMU or swtpm behind.
+@pytest.mark.parametrize("sig,inherit_ignored", [
+    (signal.SIGINT, False), (signal.SIGINT, True), (signal.SIGTERM, False),
+    (signal.SIGHUP, False)], ids=["sigint", "sigint-background-job", "sigterm", "sighup"])
+def test_stop_signal_stops_qemu_and_swtpm(test_image: BuiltImage, tmp_path: Path,
+                                          sig: signal.Signals, inherit_ignored: bool) -> None:
     proc = subprocess.Popen(["auditbox", "run", str(test_image.image),
                              "--serial", str(tmp_path / "s0")], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    vm = _vm_processes(proc)
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(30) == 0
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=_ignore_sigint if inherit_ignored else None)
+    try:
+        vm = _vm_processes(proc)
+        proc.send_signal(sig)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     time.sleep(0.5)
     assert _alive(vm) == {}
 
