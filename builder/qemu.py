@@ -177,7 +177,8 @@ def run_foreground(config: VMConfig) -> int:
     previous = {s: signal.signal(s, request_stop) for s in STOP_SIGNALS}
     try:
         vm.start(foreground=True)
-        code = 0 if stop_signal else vm.wait()
+        if not stop_signal:         # a signal during start: vm.stop() below ends the VM
+            code = vm.wait()
         return 128 + stop_signal if stop_signal else code
     finally:
         vm.stop()

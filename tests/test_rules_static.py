@@ -37,19 +37,15 @@ def _params(path: Path, where: str) -> list[Any]:
     return [pytest.param(c, id=c.name) for c in selected]
 
 
-def _fixture(request: pytest.FixtureRequest, name: str) -> Any:
-    return request.getfixturevalue(name)
-
-
 @pytest.mark.parametrize("check", _params(TEST_PROFILE, "static"))
-def test_static_test_image(check: Check, request: pytest.FixtureRequest) -> None:
-    run_and_record(check, _fixture(request, "tree_host"))
+def test_static_test_image(check: Check, tree_host: Any) -> None:
+    run_and_record(check, tree_host)
 
 
 @pytest.mark.parametrize("check", _params(PROD_PROFILE, "static"))
-def test_static_production_image(check: Check, request: pytest.FixtureRequest) -> None:
+def test_static_production_image(check: Check, prod_tree_host: Any) -> None:
     prod = Check(check.rule_id, "prod:" + check.name, check.where, check.run, check.description)
-    run_and_record(prod, _fixture(request, "prod_tree_host"))
+    run_and_record(prod, prod_tree_host)
 
 
 def _channel_files(host: Any, ttys: list[str]) -> list[str]:
@@ -67,9 +63,8 @@ def _channel_files(host: Any, ttys: list[str]) -> list[str]:
     return hits
 
 
-def test_production_has_no_test_channel(request: pytest.FixtureRequest) -> None:
-    prod = _fixture(request, "prod_tree_host")
-    test_tree = _fixture(request, "tree_host")
+def test_production_has_no_test_channel(prod_tree_host: Any, tree_host: Any) -> None:
+    prod, test_tree = prod_tree_host, tree_host
     access = _profile(TEST_PROFILE).test_access
     ttys = [t for t in (access.root_shell_tty, access.kiosk_tty) if t]
     assert ttys, "the test profile declares no test access channel"
@@ -80,8 +75,8 @@ def test_production_has_no_test_channel(request: pytest.FixtureRequest) -> None:
     assert "lynis" not in dpkg_installed(tree_of(prod)), "production tree has the test-only lynis"
 
 
-def test_production_has_no_ssh_server(request: pytest.FixtureRequest) -> None:
-    tree = tree_of(_fixture(request, "prod_tree_host"))
+def test_production_has_no_ssh_server(prod_tree_host: Any) -> None:
+    tree = tree_of(prod_tree_host)
     installed = dpkg_installed(tree)
     assert installed, "production tree has no dpkg status"
     assert not set(SSH_SERVERS) & installed

@@ -1,4 +1,4 @@
-"""`auditbox run`: boots an image; Ctrl-C or the guest powering off leaves nothing behind."""
+"""`auditbox run`: boots an image; a stop signal or the guest powering off leaves nothing behind."""
 
 from __future__ import annotations
 
