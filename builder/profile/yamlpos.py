@@ -112,10 +112,10 @@ class _StrictLoader(yaml.SafeLoader):
             self._depth -= 1
 
 
-def _read_text(path: Path) -> str:
+def _read_text(path: Path, what: str = "profile") -> str:
     try:
         if path.is_dir():
-            raise InputError("is a directory, not a profile file", file=path, line=1,
+            raise InputError(f"is a directory, not a {what} file", file=path, line=1,
                              key=FILE_KEY)
         with path.open("rb") as f:
             data = f.read(MAX_BYTES + 1)
@@ -150,9 +150,9 @@ def _syntax_message(err: yaml.YAMLError) -> str:
     return "YAML syntax error: " + " ".join(text.split())
 
 
-def load_yaml(path: Path) -> Map:
-    """Parse one profile file into a positioned tree (top level is a Map)."""
-    text = _read_text(path)
+def load_yaml(path: Path, what: str = "profile") -> Map:
+    """Parse one profile (or other ``what``) file into a positioned tree (top level is a Map)."""
+    text = _read_text(path, what)
     try:
         loader = _StrictLoader(text, path)
     except yaml.reader.ReaderError as e:
@@ -163,10 +163,10 @@ def load_yaml(path: Path) -> Map:
         if loader.check_node():
             extra = loader.get_node()
             line = extra.start_mark.line + 1 if extra is not None else 1
-            raise InputError("more than one YAML document (---) in a profile",
+            raise InputError(f"more than one YAML document (---) in a {what}",
                              file=path, line=line, key=SYNTAX_KEY)
         if first is None:
-            raise InputError("empty profile (no YAML document)", file=path, line=1,
+            raise InputError(f"empty {what} (no YAML document)", file=path, line=1,
                              key=FILE_KEY)
         tree = _convert(loader, first, path)
     except yaml.YAMLError as e:
@@ -178,7 +178,7 @@ def load_yaml(path: Path) -> Map:
         loader.dispose()
     if not isinstance(tree, Map):
         if isinstance(tree, Scalar) and tree.value is None:
-            raise InputError("empty profile (document is null)", file=path, line=tree.line,
+            raise InputError(f"empty {what} (document is null)", file=path, line=tree.line,
                              key=FILE_KEY)
         raise InputError(f"the top level must be a mapping of settings, got {type_name(tree)}",
                          file=path, line=tree.line, key="(top-level)")

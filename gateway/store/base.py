@@ -62,7 +62,7 @@ class Device:
     record: dict[str, Any]             # attestation.enroll record (validate_record)
     enrolled_at: float
     status: str = "active"             # active | revoked
-    ek_cert: str = "none"              # checked | allowed-without | none (soft)
+    ek_cert: str = "none"              # none (soft) | unchecked (tpm2: no EK CA check yet)
     last_attest_at: float | None = None
     last_attest_result: str | None = None   # ok | refused
     last_attest_step: str | None = None
@@ -144,8 +144,9 @@ class AuditEntry:
     actor: str                         # user name, "system", "cli:<unix user>", replica id
     event: str                         # login.ok, login.failed, lock.add, ...
     data: dict[str, Any] = field(default_factory=dict)
-    prev_hash: str = ""                # hex; "" before the first entry is "0"*64
+    prev_hash: str = ""                # hex; "0"*64 for the first entry
     hash: str = ""                     # hex SHA-256 over the canonical entry (gateway.audit)
+    at_us: int = 0                     # ``at`` in whole microseconds: what the hash covers
 
 
 class Store(abc.ABC):
@@ -197,6 +198,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def clear_lockout(self, scope: str, key: str) -> None: ...
 
+    @abc.abstractmethod
+    def list_lockouts(self, now: float) -> list[tuple[str, str, float]]:
+        """(scope, key, until) of every lockout in force at ``now``."""
+
     # -- enrollment tokens -------------------------------------------------------------
     @abc.abstractmethod
     def add_token(self, token: Token) -> None: ...
@@ -215,6 +220,12 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def add_device(self, device: Device) -> None:
         """Insert; StoreConflict if the device id exists."""
+
+    @abc.abstractmethod
+    def enroll_device(self, device: Device, token_hash: str, at: float) -> str | None:
+        """In one transaction: use the token up (unused, unexpired) and insert the device.
+        None if both happened; else nothing changed and the reason: "token" (unknown, used
+        or expired) or "device" (the device id is already enrolled)."""
 
     @abc.abstractmethod
     def get_device(self, device_id: str) -> Device | None: ...
@@ -270,6 +281,10 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def active_locks(self, now: float) -> list[Lock]: ...
+
+    @abc.abstractmethod
+    def list_locks(self, limit: int = 200) -> list[Lock]:
+        """Every lock, newest first, including removed and expired ones."""
 
     @abc.abstractmethod
     def locks_version(self) -> int:
@@ -329,3 +344,7 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def last_audit(self) -> AuditEntry | None: ...
+
+    @abc.abstractmethod
+    def audit_tail(self, n: int) -> list[AuditEntry]:
+        """The last n entries, oldest first."""

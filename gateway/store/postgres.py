@@ -1,0 +1,90 @@
+"""PostgreSQL behind the store (psycopg 3, a psycopg_pool connection pool).
+
+Every method is one transaction on a pooled connection (READ COMMITTED). What must
+hold across replicas is decided by PostgreSQL: conditional UPDATEs and upserts (row
+locks), and ``pg_advisory_xact_lock`` for the audit chain and for creating the schema.
+Adding or removing a lock also sends ``NOTIFY auditbox_locks`` (issue 14 listens;
+``locks_version()`` stays the backstop every replica polls).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+import psycopg_pool
+
+from .base import StoreConflict, StoreError
+from .sql import SqlStore, Tx
+
+DIALECT = {"@ID@": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY", "@BLOB@": "BYTEA",
+           "@FLOAT@": "DOUBLE PRECISION"}
+AUDIT_LOCK = 0x61756469        # "audi"
+SCHEMA_LOCK = 0x73636865       # "sche"
+POOL_MAX = 20
+CONNECT_TIMEOUT = 10.0
+_SECRET = re.compile(r"(://[^:/@]*:)[^@]*@")
+
+
+def redact(url: str) -> str:
+    """The URL without its password (for messages and logs)."""
+    return _SECRET.sub(r"\1***@", url)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class _PgTx(Tx):
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+
+    def run(self, sql: str, *params: Any) -> int:
+        cur = self.conn.execute(sql.replace("?", "%s"), params)
+        return cur.rowcount
+
+    def all(self, sql: str, *params: Any) -> list[Sequence[Any]]:
+        cur = self.conn.execute(sql.replace("?", "%s"), params)
+        return list(cur.fetchall()) if cur.description is not None else []
+
+
+class PostgresStore(SqlStore):
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._pool = psycopg_pool.ConnectionPool(
+            url, min_size=1, max_size=POOL_MAX, timeout=CONNECT_TIMEOUT, open=False,
+            kwargs={"connect_timeout": int(CONNECT_TIMEOUT), "application_name":
+                    "auditbox-gateway"})
+        try:
+            self._pool.open(wait=True, timeout=CONNECT_TIMEOUT)
+        except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+            self._pool.close()
+            raise StoreError(f"{redact(url)}: cannot connect: {exc}") from None
+        self._init_schema(DIALECT)
+
+    def _lock_schema(self, tx: Tx) -> None:
+        tx.all("SELECT pg_advisory_xact_lock(?)", SCHEMA_LOCK)
+
+    def _lock_audit(self, tx: Tx) -> None:
+        tx.all("SELECT pg_advisory_xact_lock(?)", AUDIT_LOCK)
+
+    def _locks_changed(self, tx: Tx) -> None:
+        super()._locks_changed(tx)
+        tx.run("NOTIFY auditbox_locks")
+
+    @contextmanager
+    def _tx(self, write: bool = True) -> Iterator[Tx]:
+        try:
+            with self._pool.connection() as conn:   # commits at the end, rolls back on error
+                yield _PgTx(conn)
+        except psycopg.errors.UniqueViolation as exc:
+            raise StoreConflict(_first_line(exc)) from None
+        except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+            raise StoreError(f"{redact(self.url)}: {_first_line(exc)}") from None
+
+    def close(self) -> None:
+        self._pool.close()
