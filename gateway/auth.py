@@ -137,7 +137,8 @@ class Authenticator:
                 why = "unknown" if tok is None else ("used" if tok.used_at else "expired")
                 self.auditor.log("login.failed", actor=ENROLL_USER, source=source,
                                  reason=f"token-{why}")
-                self._count_source(source, now)
+                if self._count_source(source, now):
+                    return self._rate_limited(now + self.cfg.source_window)
                 return _refuse("bad-token")
             self.auditor.log("login.token", actor=ENROLL_USER, source=source,
                              token=tok.token_hash[:12], mode=tok.mode)
@@ -152,8 +153,10 @@ class Authenticator:
 
     def _source_limited(self, source: str, now: float) -> Refusal | None:
         until = self.store.lockout_until("source", source, now)
-        if until is None:
-            return None
+        return None if until is None else self._rate_limited(until)
+
+    @staticmethod
+    def _rate_limited(until: float) -> Refusal:
         return _refuse("rate-limited", "too many failed log-ins from this address; "
                                        f"retry after {_utc(until)}")
 
@@ -193,8 +196,7 @@ class Authenticator:
             return _refuse("locked-out", f"too many failed log-ins; locked out until "
                                          f"{_utc(until)}")
         if limited:
-            return _refuse("rate-limited", "too many failed log-ins from this address; "
-                                           f"retry after {_utc(now + self.cfg.source_window)}")
+            return self._rate_limited(now + self.cfg.source_window)
         return _refuse("bad-password" if what == "password" else "bad-code")
 
     def _unavailable(self, name: str, source: str, exc: StoreError) -> Refusal:
