@@ -307,10 +307,10 @@ class Connection(asyncssh.SSHServer):
     # -- channels -----------------------------------------------------------------------------
     def session_requested(self) -> Any:
         assert self.conn is not None
-        self.sessions += 1
-        if self.sessions > 2 or self.kstate != "done":
-            self.refused("session-extra", f"session channel #{self.sessions}")
+        if self.sessions >= 2 or self.kstate != "done":
+            self.refused("session-extra", f"session channel #{self.sessions + 1}")
             return False
+        self.sessions += 1              # open session channels; closing one frees its place
         chan = self.conn.create_server_channel(encoding=None)
         chan.__class__ = AuditedChannel          # same object, our request handlers
         audited: AuditedChannel = chan  # type: ignore[assignment]
@@ -549,6 +549,7 @@ class SessionChannel(asyncssh.SSHServerSession[bytes]):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.owner.sessions -= 1
         if self.control is not None:
             self.control.connection_lost(exc)
         elif self.role == "pty" and self.owner.pty is not None:

@@ -42,6 +42,7 @@ Errors are all ``LinkError``: ``HostKeyMismatch``, ``AuthError`` (``code`` and
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import socket
 import threading
@@ -290,7 +291,10 @@ class GatewayLink:
             raise LinkError("no control channel")
         frame = protocol.encode(msg, CLIENT_MESSAGES)
         with self._send_lock:
-            self._control.sendall(frame)
+            try:
+                self._control.sendall(frame)
+            except (OSError, EOFError, paramiko.SSHException) as exc:
+                raise LinkError(f"control channel: {exc or 'closed'}") from None
 
     def _recv(self, timeout: float | None) -> dict[str, Any] | None:
         """Next gateway message; None when the channel closed."""
@@ -371,7 +375,9 @@ class GatewayLink:
                     return
                 typ = msg["type"]
                 if typ == "challenge":
-                    self._answer(self._agent, msg)
+                    # a late answer may find the channel closed: read on for the verdict
+                    with contextlib.suppress(LinkError):
+                        self._answer(self._agent, msg)
                 elif typ == "locked":
                     self.on_lock(msg["message"], msg["target"])
                 elif typ == "notice":

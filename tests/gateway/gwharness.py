@@ -103,8 +103,9 @@ class Sshd:
             "AllowAgentForwarding no\nPermitUserEnvironment no\nLogLevel ERROR\n"
             "AcceptEnv none\n")
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-        proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(d / "sshd_config")],
-                                stdout=subprocess.DEVNULL, stderr=open(d / "sshd.log", "wb"))
+        with open(d / "sshd.log", "wb") as log:
+            proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(d / "sshd_config")],
+                                    stdout=subprocess.DEVNULL, stderr=log)
         wait_port(port, proc, "sshd")
         return cls(d, port, host_line, d / "client_key", proc)
 
@@ -220,11 +221,11 @@ class World:
 
     # -- the gateway process ----------------------------------------------------------------
     def start(self) -> None:
-        log = open(self.dir / "gateway.log", "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, str(REPO / "tests" / "gateway" / "run_gateway.py"),
-             str(self.dir / "gateway.yaml")], cwd=REPO, stdout=log, stderr=log,
-            env={**os.environ, "PYTHONPATH": str(REPO)})
+        with open(self.dir / "gateway.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(REPO / "tests" / "gateway" / "run_gateway.py"),
+                 str(self.dir / "gateway.yaml")], cwd=REPO, stdout=log, stderr=log,
+                env={**os.environ, "PYTHONPATH": str(REPO)})
         wait_port(self.port, self.proc, "gateway")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
@@ -254,6 +255,18 @@ class World:
         link.close()
         return agent
 
+    def wait_event(self, event: str, actor: str | None = None,
+                   timeout: float = 10) -> Any:
+        """The newest audit entry ``event`` (of ``actor``), waiting for it to be written."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [e for e in self.audit_events(event) if actor is None or e.actor == actor]
+            if found:
+                return found[-1]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no audit entry {event} for {actor}")
+            time.sleep(0.1)
+
     def audit_events(self, event: str | None = None) -> list[Any]:
         with self.store() as s:
             return [e for e in s.audit_entries() if event is None or e.event == event]
@@ -261,3 +274,11 @@ class World:
 
 def have_sshd() -> bool:
     return shutil.which("sshd") is not None or Path(SSHD).exists()
+
+
+def fresh_world(base: Path, sshd: Sshd, extra: str = "", database: str | None = None,
+                command: list[str] | None = None) -> World:
+    w = World.create(base, sshd, database=database, command=command,
+                     extra="attestation:\n  allow_soft: true\n" + extra)
+    w.start()
+    return w

@@ -1,13 +1,12 @@
-"""pytest fixtures over tests/gateway/gwharness.py (import them into a test module)."""
+"""Fixtures of the SSH-side gateway tests: a real sshd upstream, a running gateway."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.gateway.gwharness import Sshd, World
+from tests.gateway.gwharness import Sshd, World, fresh_world
 
 
 @pytest.fixture(scope="module")
@@ -22,18 +21,8 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
 @pytest.fixture(scope="module")
 def world(sshd: Sshd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     """One running gateway (SQLite store, soft terminals allowed) for a test module."""
-    w = World.create(tmp_path_factory.mktemp("world"), sshd,
-                     extra="attestation:\n  allow_soft: true\n")
-    w.start()
+    w = fresh_world(tmp_path_factory.mktemp("world"), sshd)
     try:
         yield w
     finally:
         w.stop()
-
-
-def fresh_world(base: Path, sshd: Sshd, extra: str = "", database: str | None = None,
-                command: list[str] | None = None) -> World:
-    w = World.create(base, sshd, database=database, command=command,
-                     extra="attestation:\n  allow_soft: true\n" + extra)
-    w.start()
-    return w

@@ -1,0 +1,109 @@
+"""Log-in through SSH: password + TOTP, refusals with their codes, the relay, host key."""
+
+from __future__ import annotations
+
+import time
+
+import paramiko
+import pytest
+
+from kiosk.gateway_link import (
+    BadCode,
+    BadPassword,
+    GatewayLink,
+    HostKeyMismatch,
+    LinkError,
+    LockedOut,
+)
+from tests.gateway.gwharness import Account, World, ed25519_openssh
+
+
+def read_until(chan: paramiko.Channel, marker: bytes, timeout: float = 15) -> bytes:
+    chan.settimeout(timeout)
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while marker not in buf:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{marker!r} not seen; got {buf[-300:]!r}")
+        data = chan.recv(65536)
+        if not data:
+            raise AssertionError(f"channel closed before {marker!r}; got {buf[-300:]!r}")
+        buf += data
+    return buf
+
+
+def login_shell(world: World, acc: Account | None = None) -> tuple[GatewayLink, paramiko.Channel]:
+    agent = world.enroll_soft("t-" + (acc.name if acc else "x") + str(time.monotonic_ns()))
+    acc = acc or world.add_user()
+    link = world.link()
+    link.login(acc.name, acc.password, acc.code())
+    link.attest(agent)
+    return link, link.open_shell("xterm", 80, 24)
+
+
+def test_login_password_totp_and_command_output_through_the_relay(world: World) -> None:
+    link, chan = login_shell(world)
+    try:
+        chan.send(b"echo relay-$((6*7)) && whoami\n")
+        out = read_until(chan, b"relay-42")
+        assert b"relay-42" in out
+    finally:
+        link.close()
+    events = [e.event for e in world.audit_events()]
+    assert "login.ok" in events and "login.attested" in events and "session.start" in events
+
+
+def test_wrong_password(world: World) -> None:
+    acc = world.add_user()
+    with pytest.raises(BadPassword) as info:
+        world.link().login(acc.name, acc.password + "x", acc.code())
+    assert info.value.code == "bad-password" and "password" in info.value.text
+
+
+def test_unknown_user_answered_like_a_wrong_password(world: World) -> None:
+    with pytest.raises(BadPassword):
+        world.link().login("nobody-here", "whatever-password", "000000")
+
+
+def test_wrong_code(world: World) -> None:
+    acc = world.add_user()
+    good = acc.code()
+    bad = f"{(int(good) + 1) % 1000000:06d}"
+    with pytest.raises(BadCode) as info:
+        world.link().login(acc.name, acc.password, bad)
+    assert "one-time code" in info.value.text
+
+
+def test_replayed_code_refused(world: World) -> None:
+    acc = world.add_user()
+    code = acc.code()
+    link = world.link()
+    link.login(acc.name, acc.password, code)
+    link.close()
+    with pytest.raises(BadCode):
+        world.link().login(acc.name, acc.password, code)      # same code, same window
+
+
+def test_lockout_after_max_failures(world: World) -> None:
+    acc = world.add_user()
+    for _ in range(4):
+        with pytest.raises(BadPassword):
+            world.link().login(acc.name, "wrong-" + acc.password, "000000")
+    with pytest.raises(LockedOut) as info:
+        world.link().login(acc.name, "wrong-" + acc.password, "000000")
+    assert "until" in info.value.text and "UTC" in info.value.text
+    # now even the right password is refused, with the lockout's message
+    with pytest.raises(LockedOut):
+        world.link().login(acc.name, acc.password, acc.code())
+
+
+def test_terminal_refuses_another_host_key(world: World, tmp_path_factory: pytest.TempPathFactory
+                                           ) -> None:
+    other = ed25519_openssh(tmp_path_factory.mktemp("k") / "other")
+    acc = world.add_user()
+    link = GatewayLink("127.0.0.1", world.port, other, timeout=10)
+    with pytest.raises(HostKeyMismatch):
+        link.login(acc.name, acc.password, acc.code())
+    # and the pinned key must be an ssh-ed25519 line
+    with pytest.raises(LinkError):
+        GatewayLink("127.0.0.1", world.port, "ssh-rsa AAAAB3NzaC1yc2E=")
