@@ -81,7 +81,9 @@ class SshUpstream:
             data = await self._proc.stdout.read(READ_SIZE)
         except (asyncssh.Error, OSError):
             data = b""
-        if not data:
+        if not data:                      # the exit status follows the output's EOF
+            with contextlib.suppress(TimeoutError, asyncssh.Error, OSError):
+                await asyncio.wait_for(self._proc.wait_closed(), 5.0)
             self.exit_status = self._proc.exit_status
         return bytes(data)
 

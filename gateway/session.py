@@ -181,7 +181,7 @@ class PtySession:
             self.end_reason = f"upstream-error: {exc}"[:200]
         if not self._ending:
             status = self.upstream.exit_status
-            self._exit(status if status is not None else 0)
+            self._exit(status if status is not None else 1)
             self.done.set()
 
     async def _deliver(self, data: bytes) -> None:

@@ -128,7 +128,7 @@ class Account:
     def code(self) -> str:
         """The next unused code: one of the steps the gateway accepts now (window 1)."""
         now = totp.step_of(time.time())
-        step = max(self.step + 1, now - 1)
+        step = max(self.step + 1, now)
         if step > now + 1:
             time.sleep((step - 1) * 30 - time.time() + 0.5)
         self.step = step
@@ -278,6 +278,11 @@ def have_sshd() -> bool:
 
 def fresh_world(base: Path, sshd: Sshd, extra: str = "", database: str | None = None,
                 command: list[str] | None = None) -> World:
+    """A started gateway allowing soft terminals. Tests type whole command lines in one
+    packet, which the keystroke rules rightly take for an injector: unless ``extra``
+    sets ``anomaly``, no anomaly rules are configured (test_server_session tests them)."""
+    if "anomaly:" not in extra:
+        extra += "anomaly:\n  rules: []\n"
     w = World.create(base, sshd, database=database, command=command,
                      extra="attestation:\n  allow_soft: true\n" + extra)
     w.start()
