@@ -62,7 +62,8 @@ def read_signed_reference(out_dir: Path,
 
 
 def add_image(store: Store, auditor: Auditor, out_dir: Path, keys: list[Ed25519PublicKey],
-              by: str, now: float | None = None) -> Image:
+              by: str, now: float | None = None) -> tuple[Image, dict[str, Any]]:
+    """Verify and register OUT/reference.json; (the stored image, its checked data)."""
     data, body, sig = read_signed_reference(out_dir, keys)
     image = Image(data["image_id"], body, sig, time.time() if now is None else now, by)
     try:
@@ -72,7 +73,7 @@ def add_image(store: Store, auditor: Auditor, out_dir: Path, keys: list[Ed25519P
                          file=out_dir) from None
     auditor.log("image.add", actor=by, image_id=image.image_id,
                 uki_sha256=data["uki_sha256"], roothash=data["roothash"])
-    return image
+    return image, data
 
 
 def revoke_image(store: Store, auditor: Auditor, image_id: str, by: str,

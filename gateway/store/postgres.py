@@ -9,6 +9,7 @@ Adding or removing a lock also sends ``NOTIFY auditbox_locks`` (issue 14 listens
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -27,6 +28,9 @@ SCHEMA_LOCK = 0x73636865       # "sche"
 POOL_MAX = 20
 CONNECT_TIMEOUT = 10.0
 _SECRET = re.compile(r"(://[^:/@]*:)[^@]*@")
+# the pool logs its reconnection attempts; they reach the root logger's handlers when the
+# server configures logging, and never print on their own (CLI errors stay one line)
+logging.getLogger("psycopg.pool").addHandler(logging.NullHandler())
 
 
 def redact(url: str) -> str:
@@ -55,6 +59,10 @@ class _PgTx(Tx):
 class PostgresStore(SqlStore):
     def __init__(self, url: str) -> None:
         self.url = url
+        try:        # fail fast, with the server's reason, before the pool starts retrying
+            psycopg.connect(url, connect_timeout=int(CONNECT_TIMEOUT)).close()
+        except psycopg.Error as exc:
+            raise StoreError(f"{redact(url)}: cannot connect: {_first_line(exc)}") from None
         self._pool = psycopg_pool.ConnectionPool(
             url, min_size=1, max_size=POOL_MAX, timeout=CONNECT_TIMEOUT, open=False,
             kwargs={"connect_timeout": int(CONNECT_TIMEOUT), "application_name":
