@@ -28,7 +28,7 @@ test-fast: deps
 
 lint: deps
 	$(PYTHON) -m ruff check builder attestation kiosk gateway tests
-	$(PYTHON) -m mypy builder attestation kiosk
+	$(PYTHON) -m mypy builder attestation kiosk gateway
 
 bench: deps
 	$(PYTHON) tests/bench/build_bench.py

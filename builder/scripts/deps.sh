@@ -3,7 +3,8 @@
 set -euo pipefail
 APT_PACKAGES=(mmdebstrap qemu-system-x86 qemu-utils ovmf swtpm swtpm-tools mtools dosfstools
               fdisk erofs-utils tpm2-tools sbsigntool uidmap arch-test debian-archive-keyring
-              dpkg-dev python3-pip)
+              dpkg-dev python3-pip
+              postgresql openssh-server openssh-client sshpass)  # gateway tests: PostgreSQL, sshd
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f '${db:Status-Abbrev}' "$p" 2>/dev/null | grep -q '^ii' || missing+=("$p")
@@ -18,7 +19,8 @@ PY=${PYTHON:-python3}
 if ! $PY -I - <<'PYEOF' 2>/dev/null
 import importlib.metadata as md, sys
 need = ["click", "jinja2", "pyyaml", "paramiko", "cryptography", "pytest", "pytest-testinfra",
-        "hypothesis", "pytest-timeout", "virt-firmware", "ruff", "mypy", "types-PyYAML", "auditbox"]
+        "hypothesis", "pytest-timeout", "virt-firmware", "ruff", "mypy", "types-PyYAML", "auditbox",
+        "asyncssh", "argon2-cffi", "pyotp", "psycopg", "psycopg-pool", "qrcode"]
 missing = []
 for n in need:
     try:
