@@ -546,7 +546,7 @@ class SessionChannel(asyncssh.SSHServerSession[bytes]):
     def eof_received(self) -> bool:
         if self.control is not None:
             return self.control.eof_received()
-        return False
+        return True          # keep the channel: the gateway closes it, after its message
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.owner.sessions -= 1
