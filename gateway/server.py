@@ -25,6 +25,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -591,6 +592,8 @@ async def serve_forever(cfg: Config, ready: Callable[[int], None] | None = None)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    print(f"auditbox gateway: listening on {cfg.listen.address}:{port} as {svc.replica}",
+          file=sys.stderr, flush=True)
     if ready is not None:
         ready(port)
     await stop.wait()

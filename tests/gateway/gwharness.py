@@ -43,6 +43,7 @@ REPO = Path(__file__).resolve().parents[2]
 SSHD = "/usr/sbin/sshd"
 UKI = b"uki-file"
 CMDLINE = "roothash=aa console=ttyS0"
+AUDITBOX = [sys.executable, "-m", "builder.cli"]      # this checkout's `auditbox`
 
 
 def free_port() -> int:
@@ -223,8 +224,8 @@ class World:
     def start(self) -> None:
         with open(self.dir / "gateway.log", "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, str(REPO / "tests" / "gateway" / "run_gateway.py"),
-                 str(self.dir / "gateway.yaml")], cwd=REPO, stdout=log, stderr=log,
+                [*AUDITBOX, "gateway", "serve", "--config", str(self.dir / "gateway.yaml")],
+                cwd=REPO, stdout=log, stderr=log,
                 env={**os.environ, "PYTHONPATH": str(REPO)})
         wait_port(self.port, self.proc, "gateway")
 

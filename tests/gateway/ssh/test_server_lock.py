@@ -3,33 +3,21 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 import threading
 import time
 
 import pytest
 
 from kiosk.gateway_link import AttestationRefused, Locked
-from tests.gateway.gwharness import REPO, World
+from tests.gateway.gwharness import AUDITBOX, REPO, World
 from tests.gateway.ssh.test_server_login import read_until
 
-LOCK = """
-import sys
-from gateway.audit import Auditor
-from gateway.locks import add_lock
-from gateway.store import open_store
-s = open_store(sys.argv[1])
-ttl = float(sys.argv[5]) if sys.argv[5] != "-" else None
-print(add_lock(s, Auditor(s, "cli:test"), sys.argv[2], sys.argv[3], sys.argv[4], "cli:test",
-               ttl=ttl), flush=True)
-"""
 
-
-def lock(world: World, kind: str, target: str, reason: str, ttl: float | None = None) -> float:
-    """Issue a lock from another process; return the time it was committed."""
-    subprocess.run([sys.executable, "-c", LOCK, world.database, kind, target, reason,
-                    "-" if ttl is None else str(ttl)], check=True, cwd=REPO,
-                   capture_output=True)
+def lock(world: World, kind: str, target: str, reason: str, ttl: str | None = None) -> float:
+    """`auditbox gateway lock` in another process; return when it had committed."""
+    subprocess.run([*AUDITBOX, "gateway", "lock", f"--{kind}", target, "--reason", reason,
+                    *(["--ttl", ttl] if ttl else []), "--config",
+                    str(world.dir / "gateway.yaml")], check=True, cwd=REPO, capture_output=True)
     return time.monotonic()
 
 
@@ -86,7 +74,7 @@ def test_lock_ends_a_live_session_within_a_second(world: World, kind: str) -> No
 
 def test_lock_expires_at_its_ttl(world: World) -> None:
     acc = world.add_user()
-    lock(world, "user", acc.name, "short break", ttl=2)
+    lock(world, "user", acc.name, "short break", ttl="2s")
     with pytest.raises(Locked) as info:
         world.link().login(acc.name, acc.password, acc.code())
     assert "short break" in info.value.text and "until" in info.value.text
