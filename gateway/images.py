@@ -1,9 +1,10 @@
 """Registered images: signed reference.json files the gateway attests terminals against.
 
 ``add_image(OUT/)`` reads OUT/reference.json and OUT/reference.json.sig, verifies the
-signature with a trusted build key (gateway.yaml ``trusted_build_keys``, or ``--build-key``)
-and stores the exact bytes. ``references()`` re-verifies every stored reference before
-the verifier uses it, so a row edited in the database is never trusted.
+signature with a trusted build key (gateway.yaml ``trusted_build_keys``: the keys the
+running gateway also trusts) and stores the exact bytes. ``references()`` re-verifies
+every stored reference before the verifier uses it, so a row edited in the database is
+never trusted.
 """
 
 from __future__ import annotations
@@ -49,8 +50,8 @@ def read_signed_reference(out_dir: Path,
                           keys: list[Ed25519PublicKey]) -> tuple[dict[str, Any], bytes, bytes]:
     """(checked reference data, reference.json bytes, reference.json.sig bytes)."""
     if not keys:
-        raise InputError("no trusted build key: list build-key.pub files in "
-                         "trusted_build_keys, or pass --build-key", key="trusted_build_keys")
+        raise InputError("no trusted build key: list the build's build-key.pub in "
+                         "trusted_build_keys in gateway.yaml", key="trusted_build_keys")
     ref_path = out_dir / "reference.json" if out_dir.is_dir() else out_dir
     body = _read(ref_path)
     sig = _read(ref_path.with_name(ref_path.name + ".sig"))

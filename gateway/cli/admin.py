@@ -22,12 +22,11 @@ def image_group() -> None:
 
 @image_group.command("add")
 @click.argument("out_dir", type=click.Path(path_type=Path))
-@click.option("--build-key", "build_keys", multiple=True, type=click.Path(path_type=Path),
-              help="trusted build public key (PEM), beside the config's trusted_build_keys")
 @with_env
-def image_add(out_dir: Path, build_keys: tuple[Path, ...], env: Env) -> None:
-    """Register OUT_DIR/reference.json after checking its signature with a trusted key."""
-    keys = images.load_trusted_keys([*env.config.trusted_build_keys, *build_keys])
+def image_add(out_dir: Path, env: Env) -> None:
+    """Register OUT_DIR/reference.json after checking its signature with a key listed in
+    trusted_build_keys (the same keys the running gateway trusts)."""
+    keys = images.load_trusted_keys(env.config.trusted_build_keys)
     image, data = images.add_image(env.store, env.auditor, out_dir, keys, env.auditor.actor)
     click.echo(f"image {image.image_id} registered")
     click.echo(f"  uki sha256   {data['uki_sha256']}")

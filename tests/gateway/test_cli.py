@@ -290,25 +290,32 @@ def _build_out(tmp: Path, key: Ed25519PrivateKey, image_id: str = "auditbox-site
     return out
 
 
+def _trust(gwdir: Path, *keys: Path) -> None:
+    text = (gwdir / "gateway.yaml").read_text()
+    listed = ", ".join(str(k) for k in keys)
+    (gwdir / "gateway.yaml").write_text(re.sub(r"^trusted_build_keys: .*$",
+                                               f"trusted_build_keys: [{listed}]", text,
+                                               flags=re.M))
+
+
 def test_images(gwdir: Path, tmp_path: Path) -> None:
     key, other = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
     out = _build_out(tmp_path, key)
     untrusted = tmp_path / "other.pub"
     untrusted.write_bytes(public_key_pem(other))
     assert "no trusted build key" in bad(gw("image", "add", str(out), cwd=gwdir))
-    assert "not signed by a trusted build key" in bad(
-        gw("image", "add", str(out), "--build-key", str(untrusted), cwd=gwdir))
-    r = gw("image", "add", str(out), "--build-key", str(out / "build-key.pub"), cwd=gwdir)
+    _trust(gwdir, untrusted)
+    assert "not signed by a trusted build key" in bad(gw("image", "add", str(out), cwd=gwdir))
+    _trust(gwdir, untrusted, out / "build-key.pub")
+    r = gw("image", "add", str(out), cwd=gwdir)
     assert r.code == 0, r.err
     assert r.out.startswith("image auditbox-site-1 registered\n")
-    assert "already registered" in bad(gw("image", "add", str(out), "--build-key",
-                                          str(out / "build-key.pub"), cwd=gwdir))
+    assert "already registered" in bad(gw("image", "add", str(out), cwd=gwdir))
     # a tampered reference is refused, even with the right key
     tampered = _build_out(tmp_path, key, "auditbox-site-2")
     (tampered / "reference.json").write_bytes(
         (tampered / "reference.json").read_bytes().replace(b"roothash=22", b"roothash=23"))
-    assert "not signed" in bad(gw("image", "add", str(tampered), "--build-key",
-                                  str(out / "build-key.pub"), cwd=gwdir))
+    assert "not signed" in bad(gw("image", "add", str(tampered), cwd=gwdir))
     assert re.search(r"^auditbox-site-1\s+\S+Z\s+cli:\S+\s+active$",
                      gw("image", "list", cwd=gwdir).out, re.M)
     assert gw("image", "revoke", "auditbox-site-1", cwd=gwdir).out == \
@@ -316,13 +323,11 @@ def test_images(gwdir: Path, tmp_path: Path) -> None:
     assert "revoked" in gw("image", "list", cwd=gwdir).out
 
 
-def test_image_add_with_config_keys(gwdir: Path, tmp_path: Path) -> None:
+def test_image_add_with_relative_key_path(gwdir: Path, tmp_path: Path) -> None:
     key = Ed25519PrivateKey.generate()
     out = _build_out(tmp_path, key)
     (gwdir / "build-key.pub").write_bytes(public_key_pem(key))
-    cfg = (gwdir / "gateway.yaml").read_text().replace("trusted_build_keys: []",
-                                                       "trusted_build_keys: [build-key.pub]")
-    (gwdir / "gateway.yaml").write_text(cfg)
+    _trust(gwdir, Path("build-key.pub"))
     assert gw("image", "add", str(out), cwd=gwdir).code == 0
 
 
