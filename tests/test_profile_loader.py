@@ -107,6 +107,18 @@ def test_base_profile_fully_populated() -> None:
     assert p.output.formats == ["raw"]
 
 
+def test_kiosk_screen_and_policy_keys() -> None:
+    p = load_profile(GOOD / "kiosk-screen.yaml")
+    assert p.kiosk.banner == "Example Lab\nModel audit programme"
+    assert p.kiosk.notice == "Authorised auditors only.\nActivity is recorded."
+    assert (p.kiosk.idle_timeout, p.kiosk.injection.action) == (600, "alert")
+    assert (p.kiosk.injection.burst_keys, p.kiosk.injection.burst_ms) == (20, 150)
+    defaults = load_profile(GOOD / "minimal.yaml").kiosk
+    assert (defaults.banner, defaults.notice, defaults.idle_timeout) == (
+        "auditbox terminal", None, 900)
+    assert defaults.injection.action == "lock"
+
+
 def test_profile_to_dict_is_json_and_drops_origins() -> None:
     data = profile_to_dict(load_profile(GOOD / "child.yaml"))
     text = json.dumps(data)
