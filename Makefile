@@ -1,6 +1,7 @@
 # auditbox: the two commands are `make image` and `make test`; both set up what is missing.
 PYTHON ?= python3
-PROFILE ?= profiles/audit-laptop.yaml
+# the example site profile: audit-laptop.yaml is a base that names no gateway
+PROFILE ?= profiles/audit-laptop-example.yaml
 OUT ?= out
 PYTEST_ARGS ?=
 

@@ -21,7 +21,7 @@ from tests.testinfra_backend import tree_host as make_tree_host
 from tests.tools import BUILD_TOOLS, VM_TOOLS, require
 
 REPO = Path(__file__).resolve().parent.parent
-GATEWAY_PORT = 2222     # profiles/audit-laptop.yaml kiosk.gateway_port
+GATEWAY_PORT = 2222     # profiles/audit-laptop-test.yaml kiosk.gateway_port
 OTHER_PORT = 2223
 # extra devices the attack tests use: USB controller, a parallel port, two display outputs
 TEST_VM_DEVICES = ["-device", "qemu-xhci,id=xhci", "-parallel", "null",
@@ -37,7 +37,8 @@ def test_image() -> BuiltImage:
 @pytest.fixture(scope="session")
 def prod_image() -> BuiltImage:
     require(BUILD_TOOLS)
-    return build_image("audit-laptop.yaml", "prod")
+    # production-like (no test channel); the base audit-laptop.yaml names no gateway
+    return build_image("audit-laptop-example.yaml", "prod")
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ from builder.rules.results import run_and_record
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_PROFILE = ROOT / "profiles" / "audit-laptop-test.yaml"
-PROD_PROFILE = ROOT / "profiles" / "audit-laptop.yaml"
+PROD_PROFILE = ROOT / "profiles" / "audit-laptop-example.yaml"   # what prod_image builds
 SSH_SERVERS = ("openssh-server", "openssh-sftp-server", "dropbear", "dropbear-bin", "tinysshd")
 
 pytestmark = pytest.mark.build

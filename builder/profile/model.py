@@ -105,6 +105,7 @@ class FileEntry:
 class Profile:
     name: str
     source: Path                       # the file given on the command line
+    requires: list[str] = field(default_factory=list)   # keys a buildable profile must set
     description: str = ""
     suite: str = "trixie"
     architecture: str = "amd64"

@@ -103,6 +103,10 @@ SETTINGS: tuple[Setting, ...] = (
             "omitted. Parents are merged in list order, depth first, then this file on top."),
     Setting("name", Kind.STR, None, "Profile name; names the image.", v.PROFILE_NAME,
             required=True),
+    Setting("requires", Kind.LIST, [],
+            "Keys a buildable profile must set (a base profile lists what the profiles "
+            "extending it have to fill in, e.g. its gateway); build and validate refuse a "
+            "profile that leaves one unset.", v.SETTING_KEY),
     Setting("description", Kind.STR, "", "Free text for humans.", v.SINGLE_LINE),
     Setting("suite", Kind.ENUM, "trixie", "Debian suite.", choices=("trixie",)),
     Setting("architecture", Kind.ENUM, "amd64", "Debian architecture.", choices=("amd64",)),

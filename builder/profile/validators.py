@@ -46,6 +46,18 @@ CMDLINE_TOKEN = _pattern(r"[A-Za-z0-9_.,:=/+@-]+", "kernel command line token", 
 PACKAGE = _pattern(r"[a-z0-9][a-z0-9+.-]+", "Debian package name", 128)
 RULE_ID = _pattern(r"[a-z0-9][a-z0-9-]*", "rule id", 64)
 VAR_NAME = _pattern(r"[a-z_][a-z0-9_]*", "variable name", 64)
+
+
+def _setting_key(value: str) -> str | None:
+    from builder.profile.settings import BY_KEY  # the table uses this module's checks
+
+    if value not in BY_KEY or value in ("extends", "name", "requires"):
+        return f"{value!r} is not a profile key a profile can be required to set"
+    return None
+
+
+SETTING_KEY = Check("a key listed by `auditbox profile schema`",
+                    _setting_key)
 PROFILE_NAME = _pattern(r"[a-z0-9][a-z0-9-]{0,62}", "profile name")
 USER_NAME = _pattern(r"[a-z_][a-z0-9_-]{0,31}", "user name")
 GROUP_NAME = _pattern(r"[a-z_][a-z0-9_-]{0,31}", "group name")
