@@ -27,7 +27,7 @@ def ensure_initrd(log: BuildLog, cache: Path, root: Path, kver: str, key_parts: 
     with mounted_api_fs(root):
         chroot_run(log, root, ["dracut", *DRACUT_ARGS, "--kver", kver, inside], what="dracut")
     produced = root / inside.lstrip("/")
-    tmp = cached.with_suffix(".partial")
+    tmp = cached.with_name(f".{cached.name}.{os.getpid()}.partial")  # builds may run side by side
     shutil.move(str(produced), tmp)
     os.replace(tmp, cached)
     shutil.copyfile(cached, out)

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-IMAGES = Path(os.environ.get("AUDITBOX_TEST_IMAGES", REPO / "build" / "images"))
+from tests.rundir import REPO, images_dir
 
 
 @dataclass
@@ -27,12 +25,12 @@ class BuiltImage:
 
 
 def build_image(profile: str | Path, name: str, *extra: str) -> BuiltImage:
-    """Build REPO/profiles/<profile> (or a given path) into build/images/<name>."""
-    out = IMAGES / name
+    """Build REPO/profiles/<profile> (or a given path) into the run's images/<name>."""
+    out = images_dir() / name
     path = profile if isinstance(profile, Path) else REPO / "profiles" / profile
     subprocess.run(["auditbox", "build", str(path), "-o", str(out), *extra], check=True)
     manifest = json.loads((out / "manifest.json").read_text())
-    tree = IMAGES / f"{name}-tree"
+    tree = images_dir() / f"{name}-tree"
     extract_root(out / "image.raw", manifest, tree)
     return BuiltImage(name, out, tree, manifest)
 
