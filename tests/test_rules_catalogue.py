@@ -27,7 +27,7 @@ from builder.rules.defaults import DEFAULT_SELECTION
 from builder.rules.engine import selection
 from builder.rules.kinds import KINDS
 from builder.rules.results import load, record, run_and_record
-from builder.rules.testing import materialize, run_static
+from tests.plantree import materialize, run_static
 
 GATEWAY = "10.0.2.2"
 PORT = 2222
