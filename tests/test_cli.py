@@ -46,6 +46,7 @@ def test_build_of_a_bad_profile_leaves_nothing_behind(case: str, tmp_path: Path)
     ["build"],
     ["build", "profiles/audit-laptop-example.yaml", "--format", "vmdk"],
     ["build", "profiles/audit-laptop-example.yaml", "--mirror", "http://x y"],
+    ["build", "profiles/audit-laptop-example.yaml", "--signing-key", "/nonexistent/key.pem"],
     ["run", "/nonexistent/image.raw", "--memory", "12"],
     ["no-such-command"],
 ])
