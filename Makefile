@@ -1,6 +1,7 @@
 # auditbox: the two commands are `make image` and `make test`; both set up what is missing.
 PYTHON ?= python3
-PROFILE ?= profiles/audit-laptop.yaml
+# the example site profile: audit-laptop.yaml is a base that names no gateway
+PROFILE ?= profiles/audit-laptop-example.yaml
 OUT ?= out
 PYTEST_ARGS ?=
 
@@ -12,14 +13,16 @@ deps:
 image: deps
 	auditbox build $(PROFILE) -o $(OUT)
 
-# the whole suite; then the compliance report of the test image from the checks' results
+# the whole suite; then the compliance report of the test image from the checks' results.
+# Each run has its own directory (tests/rundir.py), so runs can share the machine.
 test: deps
-	rm -f build/check-results.json
+	@mkdir -p build/runs
+	run=$$(mktemp -d $(CURDIR)/build/runs/test-XXXXXX); export AUDITBOX_RUN_DIR=$$run; \
 	$(PYTHON) -m pytest -p no:cacheprovider $(PYTEST_ARGS); rc=$$?; \
-	if [ -f build/images/test/manifest.json ] && [ -f build/check-results.json ]; then \
-	  auditbox report build/images/test --profile profiles/audit-laptop-test.yaml \
-	    --results build/check-results.json; fi; \
-	exit $$rc
+	if [ -f $$run/images/test/manifest.json ] && [ -f $$run/check-results.json ]; then \
+	  auditbox report $$run/images/test --profile profiles/audit-laptop-test.yaml \
+	    --results $$run/check-results.json; fi; \
+	echo "test run: $$run (images, logs, check results, report)"; exit $$rc
 
 # unit tests only: no image build, no QEMU
 test-fast: deps

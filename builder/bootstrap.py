@@ -65,7 +65,7 @@ def ensure_bootstrap(log: BuildLog, cache: Path, spec: BootstrapSpec) -> Path:
 
 
 def extract(log: BuildLog, tarball: Path, root: Path) -> None:
-    remove_tree(root)
+    remove_tree(log, root)
     root.mkdir(parents=True)
     log.run(["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "-xpf", tarball,
              "-C", root], what="extract bootstrap")

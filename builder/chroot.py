@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+from builder.errors import BuildError
 from builder.progress import BuildLog
 
 CHROOT_ENV = {
@@ -19,25 +19,26 @@ CHROOT_ENV = {
 
 
 @contextmanager
-def bind(source: Path, target: Path, readonly: bool = False) -> Iterator[Path]:
+def bind(log: BuildLog, source: Path, target: Path, readonly: bool = False) -> Iterator[Path]:
     target.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "--bind", str(source), str(target)], check=True)
+    log.run(["mount", "--bind", source, target], what=f"mount --bind {source}")
     try:
         if readonly:
-            subprocess.run(["mount", "-o", "remount,bind,ro", str(target)], check=True)
+            log.run(["mount", "-o", "remount,bind,ro", target], what=f"remount {target} ro")
         yield target
     finally:
-        subprocess.run(["umount", "-l", str(target)], check=False)
+        log.run(["umount", "-l", target], check=False)
 
 
 @contextmanager
-def mounted_api_fs(root: Path, extra: dict[str, Path] | None = None) -> Iterator[None]:
+def mounted_api_fs(log: BuildLog, root: Path,
+                   extra: dict[str, Path] | None = None) -> Iterator[None]:
     """Bind /proc, /sys, /dev (and extra {path-in-root: host-path}) into root."""
     with ExitStack() as stack:
         for name in ("proc", "sys", "dev"):
-            stack.enter_context(bind(Path("/") / name, root / name))
+            stack.enter_context(bind(log, Path("/") / name, root / name))
         for inside, host in (extra or {}).items():
-            stack.enter_context(bind(host, root / inside.lstrip("/")))
+            stack.enter_context(bind(log, host, root / inside.lstrip("/")))
         yield
 
 
@@ -62,7 +63,7 @@ def mounts_below(path: Path) -> list[Path]:
     return sorted(found, key=lambda p: len(p.parts), reverse=True)
 
 
-def remove_tree(path: Path) -> None:
+def remove_tree(log: BuildLog, path: Path) -> None:
     """rmtree that first unmounts whatever is still mounted inside the tree.
 
     shutil.rmtree does not stop at mount points: a /dev or /proc left bound inside a
@@ -71,7 +72,13 @@ def remove_tree(path: Path) -> None:
     if not path.exists():
         return
     for point in mounts_below(path):
-        subprocess.run(["umount", "-l", str(point)], check=False)
+        log.run(["umount", "-l", point], check=False)
     if mounts_below(path):
-        raise RuntimeError(f"refusing to delete {path}: something is still mounted inside")
-    shutil.rmtree(path)
+        raise BuildError(f"refusing to delete {path}: something is still mounted inside "
+                         f"(log: {log.path})")
+    try:
+        shutil.rmtree(path)
+    except OSError as exc:
+        log.write(f"cannot delete {path}: {exc}")
+        raise BuildError(f"cannot delete {path}: {exc.strerror}: {exc.filename} "
+                         f"(log: {log.path})") from None

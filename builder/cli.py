@@ -8,7 +8,7 @@ import sys
 import click
 
 from builder import __version__
-from builder.errors import AuditboxError
+from builder.errors import AuditboxError, error_line
 
 
 class _Cli(click.Group):
@@ -51,45 +51,41 @@ def cli() -> None:
 def _register() -> None:
     from attestation.admin_cli import attest_group
     from builder.commands.build import build_cmd
+    from builder.commands.inspect import inspect_cmd
     from builder.commands.profile import profile_group, validate_cmd
     from builder.commands.rules import report_cmd, rules_group
     from builder.commands.run import run_cmd
 
     for command in (build_cmd, validate_cmd, run_cmd, profile_group, rules_group, report_cmd,
-                    attest_group):
+                    attest_group, inspect_cmd):
         cli.add_command(command)
-    try:
-        from builder.commands.inspect import inspect_cmd
-    except ImportError:
-        return
-    cli.add_command(inspect_cmd)
 
 
 _register()
 
 
+def _failure(exc: BaseException) -> tuple[str, int]:
+    """The one line and the exit code for an error that ends a command."""
+    if isinstance(exc, AuditboxError):
+        return error_line(exc), exc.exit_code
+    if isinstance(exc, click.UsageError):
+        where = f"{exc.ctx.command_path}: " if exc.ctx else ""
+        return f"error: <command line>: {where}{exc.format_message()}", 2
+    if isinstance(exc, click.ClickException):
+        return f"error: {exc.format_message()}", exc.exit_code
+    return ("error: interrupted" if isinstance(exc, KeyboardInterrupt) else "error: aborted"), 130
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; the one place that prints an error (`error: ...`, one line)."""
     try:
         cli.main(args=argv, prog_name="auditbox", standalone_mode=False)
     except click.exceptions.Exit as exc:
         return exc.exit_code
-    except click.Abort:
-        click.echo("error: aborted", err=True)
-        return 130
-    except click.UsageError as exc:
-        where = f"{exc.ctx.command_path}: " if exc.ctx else ""
-        click.echo(f"error: <command line>: {where}{exc.format_message()}".replace("\n", " "),
-                   err=True)
-        return 2
-    except click.ClickException as exc:
-        click.echo(f"error: {exc.format_message()}", err=True)
-        return exc.exit_code
-    except AuditboxError as exc:
-        click.echo(f"error: {exc}", err=True)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        click.echo("error: interrupted", err=True)
-        return 130
+    except (AuditboxError, click.ClickException, click.Abort, KeyboardInterrupt) as exc:
+        line, code = _failure(exc)
+        click.echo(line.replace("\n", " "), err=True)
+        return code
     return 0
 
 

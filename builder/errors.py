@@ -41,6 +41,11 @@ class InputError(AuditboxError):
         return text.replace("\n", " ")
 
 
+def error_line(error: AuditboxError) -> str:
+    """The one line the CLI (builder/cli.py main, the only place that prints it) shows."""
+    return f"error: {error}"
+
+
 class BuildError(AuditboxError):
     """A build step failed; the message names the step and where its log is."""
 

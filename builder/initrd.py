@@ -24,10 +24,10 @@ def ensure_initrd(log: BuildLog, cache: Path, root: Path, kver: str, key_parts: 
         shutil.copyfile(cached, out)
         return True
     inside = "/tmp/auditbox-initrd.img"
-    with mounted_api_fs(root):
+    with mounted_api_fs(log, root):
         chroot_run(log, root, ["dracut", *DRACUT_ARGS, "--kver", kver, inside], what="dracut")
     produced = root / inside.lstrip("/")
-    tmp = cached.with_suffix(".partial")
+    tmp = cached.with_name(f".{cached.name}.{os.getpid()}.partial")  # builds may run side by side
     shutil.move(str(produced), tmp)
     os.replace(tmp, cached)
     shutil.copyfile(cached, out)

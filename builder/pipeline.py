@@ -65,7 +65,7 @@ def build(opts: BuildOptions) -> dict[str, Any]:
         try:
             manifest = _run(log, opts, plan, epoch, out, work, formats)
         finally:
-            remove_tree(work)
+            remove_tree(log, work)
             log.close()
         shutil.copyfile(log_path, out / "build.log")
         manifest["build"]["seconds"] = round(time.time() - started, 1)

@@ -12,6 +12,7 @@ from pathlib import PurePosixPath
 
 from builder.overlay import render
 from builder.profile.model import Profile
+from builder.profile.required import check_required
 
 # What the pipeline itself needs in every image: kernel, init, initrd tooling for
 # dm-verity, and what the terminal package (kiosk + attestation agent) depends on.
@@ -86,6 +87,7 @@ def _add_test_access(plan: BuildPlan) -> None:
 
 
 def make_plan(profile: Profile) -> BuildPlan:
+    check_required(profile)
     plan = BuildPlan(profile=profile)
     plan.modules_remove = list(profile.kernel.modules.deny)
     plan.modules_keep = list(profile.kernel.modules.allow)

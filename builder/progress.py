@@ -51,23 +51,32 @@ class BuildLog:
 
     def run(self, argv: Sequence[str | Path], *, what: str | None = None,
             env: dict[str, str] | None = None, cwd: Path | None = None,
-            capture: bool = False, merge_stderr: bool = False) -> str:
-        """Run a command, its output into the log; raise BuildError naming it on failure.
+            capture: bool = False, merge_stderr: bool = False, check: bool = True) -> str:
+        """Run a command, its output into the log; raise BuildError naming it on failure
+        (with check=False a failure is only logged). Every tool the build calls goes
+        through here, so a failing one always ends as the CLI's one-line error.
 
         With capture=True, stdout is returned (stderr still goes to the log, or is
         returned with it when merge_stderr=True).
         """
         args = [str(a) for a in argv]
         self.write("$ " + " ".join(args))
-        proc = subprocess.run(
-            args, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE if capture else self._file,
-            stderr=subprocess.STDOUT if merge_stderr else self._file,
-            env=env, cwd=cwd, text=True, check=False,
-        )
+        try:
+            proc = subprocess.run(
+                args, stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE if capture else self._file,
+                stderr=subprocess.STDOUT if merge_stderr else self._file,
+                env=env, cwd=cwd, text=True, check=False,
+            )
+        except OSError as exc:      # not installed, not executable
+            self.write(f"cannot run {args[0]}: {exc}")
+            raise BuildError(f"{what or args[0]}: cannot run {args[0]}: {exc.strerror} "
+                             f"(log: {self.path})") from None
         if capture and merge_stderr:
             self.write(proc.stdout)
-        if proc.returncode != 0:
+        if proc.returncode != 0 and not check:
+            self.write(f"(exit code {proc.returncode}, ignored)")
+        elif proc.returncode != 0:
             raise BuildError(
                 f"{what or args[0]} failed with exit code {proc.returncode} (log: {self.path})")
         return proc.stdout if capture else ""

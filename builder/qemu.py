@@ -33,6 +33,9 @@ class VMConfig:
     qmp: Path | None = None
     network: bool = True
     hostfwd: list[str] = field(default_factory=list)   # e.g. "tcp:127.0.0.1:2222-:22"
+    # guest -> host relays, e.g. "tcp:10.0.2.2:2222-cmd:socat - TCP:127.0.0.1:40123"
+    guestfwd: list[str] = field(default_factory=list)
+    net_host: str | None = None                 # user-net's address for the host (10.0.2.2)
     secure_boot: bool = False
     vars_file: Path | None = None               # OVMF varstore to start from (copied)
     extra_args: list[str] = field(default_factory=list)
@@ -87,8 +90,11 @@ class QemuVM:
         if c.qmp:
             argv += ["-qmp", f"unix:{c.qmp.resolve()},server=on,wait=off"]
         if c.network:
-            fwd = "".join(f",hostfwd={f}" for f in c.hostfwd)
-            argv += ["-netdev", f"user,id=net0{fwd}", "-device", "virtio-net-pci,netdev=net0"]
+            opts = [f"host={c.net_host}"] if c.net_host else []
+            opts += [f"hostfwd={f}" for f in c.hostfwd]
+            opts += [f"guestfwd={f}" for f in c.guestfwd]
+            netdev = ",".join(["user", "id=net0", *(o.replace(",", ",,") for o in opts)])
+            argv += ["-netdev", netdev, "-device", "virtio-net-pci,netdev=net0"]
         if c.tpm:
             sock = self.state / "swtpm.sock"
             argv += ["-chardev", f"socket,id=chrtpm,path={sock}",

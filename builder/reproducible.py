@@ -10,7 +10,6 @@ import filecmp
 import json
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 from dataclasses import replace
@@ -19,6 +18,7 @@ from typing import Any
 
 from builder.cache import sha256_file
 from builder.pipeline import BuildOptions, build
+from builder.progress import BuildLog
 
 CHUNK = 1 << 20
 
@@ -46,14 +46,24 @@ def _region(manifest: dict[str, Any], offset: int) -> dict[str, Any] | None:
     return None
 
 
-def _extract(image: Path, part: dict[str, Any], dest: Path) -> None:
-    blob = dest.with_suffix(".part")
+def extract_partition(log: BuildLog, image: Path, part: dict[str, Any], dest: Path) -> None:
+    """Unpack the erofs partition `part` (a manifest partitions entry) of image into dest."""
+    blob = dest.with_suffix(".erofs")
     with image.open("rb") as src, blob.open("wb") as dst:
         src.seek(int(part["offset"]))
-        dst.write(src.read(int(part["raw_size"])))
+        left = int(part["raw_size"])
+        while left:
+            chunk = src.read(min(left, CHUNK))
+            if not chunk:
+                break
+            dst.write(chunk)
+            left -= len(chunk)
     dest.mkdir(parents=True)
-    subprocess.run(["fsck.erofs", f"--extract={dest}", "--force", "--preserve", str(blob)],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        log.run(["fsck.erofs", f"--extract={dest}", "--force", "--preserve", blob],
+                what=f"fsck.erofs --extract {image.name}")
+    finally:
+        blob.unlink()
 
 
 def _first_differing_file(a: Path, b: Path) -> str | None:
@@ -74,7 +84,7 @@ def _first_differing_file(a: Path, b: Path) -> str | None:
     return None
 
 
-def explain(first: Path, second: Path) -> str:
+def explain(log: BuildLog, first: Path, second: Path) -> str:
     """Where two differing builds first differ, in words."""
     offset = _first_difference(first / "image.raw", second / "image.raw")
     if offset is None:
@@ -87,8 +97,8 @@ def explain(first: Path, second: Path) -> str:
     if part["type"].startswith("root-") and not part["type"].endswith("-verity"):
         with tempfile.TemporaryDirectory(prefix="auditbox-repro-") as tmp:
             ta, tb = Path(tmp) / "a", Path(tmp) / "b"
-            _extract(first / "image.raw", part, ta)
-            _extract(second / "image.raw", part, tb)
+            extract_partition(log, first / "image.raw", part, ta)
+            extract_partition(log, second / "image.raw", part, tb)
             name = _first_differing_file(ta, tb)
         where += f", first differing file /{name}" if name else " (same files: layout differs)"
     return where
@@ -105,6 +115,11 @@ def check_reproducible(opts: BuildOptions) -> tuple[bool, str]:
         a, b = sha256_file(opts.out / "image.raw"), sha256_file(second / "image.raw")
         if a == b:
             return True, f"reproducible: two builds gave identical image.raw (sha256 {a})"
-        return False, "NOT reproducible: " + explain(opts.out, second)
+        log = BuildLog(opts.cache / "logs" / f"check-reproducible-{time.strftime('%Y%m%d-%H%M%S')}"
+                       ".log", quiet=opts.quiet)
+        try:
+            return False, "NOT reproducible: " + explain(log, opts.out, second)
+        finally:
+            log.close()
     finally:
         shutil.rmtree(second.parent, ignore_errors=True)

@@ -35,7 +35,7 @@ class ToolsTree:
     def session(self, work: Path) -> Iterator[str]:
         """Bind `work` into the tools tree; yield its path as seen inside."""
         inside = f"/run/auditbox/{work.name}"
-        with mounted_api_fs(self.root, {inside: work}):
+        with mounted_api_fs(self.log, self.root, {inside: work}):
             yield inside
 
     def run(self, argv: Sequence[str], *, what: str, capture: bool = False,

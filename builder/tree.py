@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import shutil
 from pathlib import Path
 
 from builder.chroot import chroot_run
 from builder.errors import BuildError
+from builder.modules import ModuleSelection
 from builder.overlay import write_files
 from builder.plan import BuildPlan
 from builder.progress import BuildLog
 
-MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
 DOC_DIRS = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/lintian",
             "usr/share/linda")
 KEEP_LOCALES = {"C.UTF-8", "C.utf8", "en", "en_US", "locale.alias"}
@@ -51,38 +50,16 @@ def apply_units(log: BuildLog, root: Path, plan: BuildPlan) -> None:
                 what="systemctl mask")
 
 
-def _module_name(path: Path) -> str:
-    name = path.name
-    for suffix in MODULE_SUFFIXES:
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-    return name.replace("-", "_")
-
-
-def _matches(rel: str, name: str, patterns: list[str]) -> bool:
-    for pattern in patterns:
-        if "/" in pattern:
-            if fnmatch.fnmatch(rel, pattern) or fnmatch.fnmatch(rel, pattern + "/*"):
-                return True
-        elif fnmatch.fnmatch(name, pattern.replace("-", "_")):
-            return True
-    return False
-
-
 def remove_modules(root: Path, kver: str, remove: list[str], keep: list[str]) -> list[str]:
-    """Delete kernel modules matching `remove` (names or paths under kernel/) unless kept."""
+    """Delete the kernel modules `remove` names and `keep` does not (builder/modules.py);
+    return their paths relative to kernel/."""
     base = root / "usr/lib/modules" / kver / "kernel"
-    removed: list[str] = []
     if not remove:
-        return removed
-    for path in sorted(base.rglob("*")):
-        if not path.is_file() or not path.name.endswith(MODULE_SUFFIXES):
-            continue
-        rel = path.relative_to(base).as_posix()
-        name = _module_name(path)
-        if _matches(rel, name, remove) and not _matches(rel, name, keep):
-            path.unlink()
-            removed.append(rel)
+        return []
+    files = [p.relative_to(base).as_posix() for p in sorted(base.rglob("*")) if p.is_file()]
+    removed = ModuleSelection(tuple(remove), tuple(keep)).select(files)
+    for rel in removed:
+        (base / rel).unlink()
     return removed
 
 

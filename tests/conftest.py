@@ -21,8 +21,10 @@ from tests.testinfra_backend import tree_host as make_tree_host
 from tests.tools import BUILD_TOOLS, VM_TOOLS, require
 
 REPO = Path(__file__).resolve().parent.parent
-GATEWAY_PORT = 2222     # profiles/audit-laptop.yaml kiosk.gateway_port
-OTHER_PORT = 2223
+# ports the guest dials at 10.0.2.2 (tests/machine.py USERNET_HOST); the host side of
+# each is a listener on a free port, so that two test runs can share the machine
+GATEWAY_PORT = 2222     # profiles/audit-laptop-test.yaml kiosk.gateway_port
+OTHER_PORT = 2223       # a port the egress filter must keep closed
 # extra devices the attack tests use: USB controller, a parallel port, two display outputs
 TEST_VM_DEVICES = ["-device", "qemu-xhci,id=xhci", "-parallel", "null",
                    "-device", "virtio-gpu-pci,max_outputs=2"]
@@ -37,7 +39,8 @@ def test_image() -> BuiltImage:
 @pytest.fixture(scope="session")
 def prod_image() -> BuiltImage:
     require(BUILD_TOOLS)
-    return build_image("audit-laptop.yaml", "prod")
+    # production-like (no test channel); the base audit-laptop.yaml names no gateway
+    return build_image("audit-laptop-example.yaml", "prod")
 
 
 @pytest.fixture(scope="session")
@@ -58,14 +61,15 @@ def prod_tree_host(prod_image: BuiltImage) -> Any:
 
 
 class _Listener:
-    """A TCP server on host loopback; the guest reaches it at 10.0.2.2:port (user-net)."""
+    """A TCP server on a free host loopback port (`port`); the test machine relays the
+    guest's 10.0.2.2:guest_port to it."""
 
-    def __init__(self, port: int) -> None:
-        self.port = port
+    def __init__(self, guest_port: int) -> None:
+        self.guest_port = guest_port
         self.accepted = 0
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", port))
+        self.sock.bind(("127.0.0.1", 0))
+        self.port: int = self.sock.getsockname()[1]
         self.sock.listen(8)
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
@@ -102,20 +106,21 @@ def other_listener() -> Iterator[_Listener]:
 
 @pytest.fixture(scope="session")
 def gateway_port(gateway_listener: _Listener) -> int:
-    return gateway_listener.port
+    """The port the guest dials at 10.0.2.2 to reach gateway_listener."""
+    return gateway_listener.guest_port
 
 
 @pytest.fixture(scope="session")
 def other_port(other_listener: _Listener) -> int:
-    return other_listener.port
+    """The port the guest dials at 10.0.2.2 to reach other_listener."""
+    return other_listener.guest_port
 
 
-def _booted(image: BuiltImage, name: str, extra_args: list[str] | None = None
-            ) -> Iterator[Machine]:
+def _booted(image: BuiltImage, name: str, extra_args: list[str] | None = None,
+            host_forwards: dict[int, int] | None = None) -> Iterator[Machine]:
     """Boot image until its test shell answers and systemd has settled; stop it after."""
     require(VM_TOOLS)
-    m = Machine(image.image, name=name, log_dir=REPO / "build" / "test-logs",
-                extra_args=extra_args)
+    m = Machine(image.image, name=name, extra_args=extra_args, host_forwards=host_forwards)
     m.start()
     try:
         m.wait_for_shell()
@@ -129,7 +134,8 @@ def _booted(image: BuiltImage, name: str, extra_args: list[str] | None = None
 def machine(test_image: BuiltImage, gateway_listener: _Listener,
             other_listener: _Listener) -> Iterator[Machine]:
     """The booted test image, shared by every VM test of the session."""
-    yield from _booted(test_image, "test", TEST_VM_DEVICES)
+    forwards = {lst.guest_port: lst.port for lst in (gateway_listener, other_listener)}
+    yield from _booted(test_image, "test", TEST_VM_DEVICES, forwards)
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,8 @@ from typing import Any
 
 from builder.cache import default_cache_dir
 from builder.chroot import bind
+from builder.progress import BuildLog
+from tests.rundir import logs_dir
 
 
 def tools_root() -> Path:
@@ -22,12 +24,14 @@ def tools_root() -> Path:
 def dissect(image: Path, roothash: str | None) -> dict[str, Any]:
     root = tools_root()
     with ExitStack() as stack:
+        log = BuildLog(logs_dir() / "dissect.log", quiet=True)
+        stack.callback(log.close)
         # systemd-dissect detaches a mount namespace: its root must be a mount point
-        stack.enter_context(bind(root, root))
-        subprocess.run(["mount", "--make-private", str(root)], check=True)
+        stack.enter_context(bind(log, root, root))
+        log.run(["mount", "--make-private", root])
         for name in ("proc", "sys", "dev"):
-            stack.enter_context(bind(Path("/") / name, root / name))
-        stack.enter_context(bind(image.parent.resolve(), root / "run/dissect"))
+            stack.enter_context(bind(log, Path("/") / name, root / name))
+        stack.enter_context(bind(log, image.parent.resolve(), root / "run/dissect"))
         argv = ["unshare", "--mount", "chroot", str(root), "systemd-dissect", "--json=short",
                 f"/run/dissect/{image.name}"]
         if roothash:

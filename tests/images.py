@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-IMAGES = Path(os.environ.get("AUDITBOX_TEST_IMAGES", REPO / "build" / "images"))
+from builder.progress import BuildLog
+from builder.reproducible import extract_partition
+from tests.rundir import REPO, images_dir, logs_dir
 
 
 @dataclass
@@ -27,33 +27,24 @@ class BuiltImage:
 
 
 def build_image(profile: str | Path, name: str, *extra: str) -> BuiltImage:
-    """Build REPO/profiles/<profile> (or a given path) into build/images/<name>."""
-    out = IMAGES / name
+    """Build REPO/profiles/<profile> (or a given path) into the run's images/<name>."""
+    out = images_dir() / name
     path = profile if isinstance(profile, Path) else REPO / "profiles" / profile
     subprocess.run(["auditbox", "build", str(path), "-o", str(out), *extra], check=True)
     manifest = json.loads((out / "manifest.json").read_text())
-    tree = IMAGES / f"{name}-tree"
+    tree = images_dir() / f"{name}-tree"
     extract_root(out / "image.raw", manifest, tree)
     return BuiltImage(name, out, tree, manifest)
 
 
 def extract_root(image: Path, manifest: dict[str, Any], tree: Path) -> None:
-    """Copy the root partition out of the disk image and unpack its erofs into tree."""
+    """Unpack the root partition of the disk image into tree (the builder's own extractor)."""
     root = next(p for p in manifest["partitions"]
                 if p["type"].startswith("root-") and not p["type"].endswith("-verity"))
     if tree.exists():
         shutil.rmtree(tree)
-    tree.mkdir(parents=True)
-    part = tree.with_suffix(".erofs")
-    with image.open("rb") as src, part.open("wb") as dst:
-        src.seek(int(root["offset"]))
-        left = int(root["raw_size"])
-        while left:
-            chunk = src.read(min(left, 1 << 20))
-            if not chunk:
-                break
-            dst.write(chunk)
-            left -= len(chunk)
-    subprocess.run(["fsck.erofs", f"--extract={tree}", "--force", "--preserve", str(part)],
-                   check=True, stdout=subprocess.DEVNULL)
-    part.unlink()
+    log = BuildLog(logs_dir() / f"extract-{tree.name}.log", quiet=True)
+    try:
+        extract_partition(log, image, root, tree)
+    finally:
+        log.close()

@@ -4,6 +4,15 @@ ttyS0 (console, and the kiosk on test images) and ttyS1 (the test image's root s
 are UNIX sockets; QMP is a third. Commands run over the ttyS1 shell: each is sent base64
 encoded and its exit status, stdout and stderr come back base64 encoded between markers,
 so no output can be confused with the protocol.
+
+Nothing is fixed per machine, so that two test runs can share a host: the sockets live in
+a fresh temporary directory, logs in the run's directory (tests/rundir.py), and
+`host_forwards={guest_port: host_port}` lets the guest reach a host server listening on
+any (free) port at the address the images bake in, USERNET_HOST:guest_port. QEMU refuses
+a guestfwd on user-net's own host address, so with forwards the host alias moves to
+RELAY_HOST and 10.0.2.2 becomes a guestfwd address whose connections QEMU hands to
+`socat - TCP:127.0.0.1:<host_port>` (one process per connection). Only the forwarded
+ports of 10.0.2.2 answer then; any other port there is closed.
 """
 
 from __future__ import annotations
@@ -15,14 +24,18 @@ import re
 import secrets
 import shutil
 import socket
+import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from builder.qemu import QemuVM, VMConfig
+from tests.rundir import logs_dir
 
 DEFAULT_TIMEOUT = 600.0
+USERNET_HOST = "10.0.2.2"   # QEMU user-net's host address; profiles' kiosk.gateway_host
+RELAY_HOST = "10.0.2.9"     # user-net's host alias when 10.0.2.2 is a guestfwd address
 
 
 class MachineError(AssertionError):
@@ -135,17 +148,20 @@ class Machine:
     def __init__(self, image: Path, name: str = "machine", log_dir: Path | None = None,
                  extra_args: list[str] | None = None, tpm: bool = True,
                  memory_mb: int = 2048, hostfwd: list[str] | None = None,
-                 vars_file: Path | None = None, secure_boot: bool = False) -> None:
+                 vars_file: Path | None = None, secure_boot: bool = False,
+                 host_forwards: dict[int, int] | None = None) -> None:
         self.name = name
-        self.log_dir = (log_dir or Path("build/test-logs")).resolve()
+        self.log_dir = (log_dir or logs_dir()).resolve()
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        self.sockets = Path(tempfile_dir()) / name
-        self.sockets.mkdir(parents=True, exist_ok=True)
+        # short path: UNIX socket paths are limited to 108 bytes
+        self.sockets = Path(tempfile.mkdtemp(prefix=f"ab-{name[:20]}-"))
         self.config = VMConfig(
             image=image, memory_mb=memory_mb, tpm=tpm,
             serials=[str(self.sockets / "ttyS0"), str(self.sockets / "ttyS1")],
             qmp=self.sockets / "qmp", hostfwd=hostfwd or [], secure_boot=secure_boot,
-            vars_file=vars_file, extra_args=extra_args or [])
+            vars_file=vars_file, extra_args=extra_args or [],
+            guestfwd=[relay(guest, host) for guest, host in (host_forwards or {}).items()],
+            net_host=RELAY_HOST if host_forwards else None)
         self.vm: QemuVM | None = None
         self.console: _SerialReader | None = None
         self.shell: _SerialReader | None = None
@@ -157,6 +173,7 @@ class Machine:
     def start(self) -> None:
         for name in ("console.log", "shell.log", "qemu.log"):
             (self.log_dir / f"{self.name}-{name}").unlink(missing_ok=True)
+        self.sockets.mkdir(exist_ok=True)
         self.vm = QemuVM(self.config, log_path=self.log_dir / f"{self.name}-qemu.log")
         self.vm.start()
         self.booted_at = time.monotonic()
@@ -296,8 +313,6 @@ class Machine:
         return self._qmp.command(command, **arguments)
 
 
-def tempfile_dir() -> str:
-    # short path: UNIX socket paths are limited to 108 bytes
-    base = Path("/tmp/auditbox-sock")
-    base.mkdir(exist_ok=True)
-    return str(base)
+def relay(guest_port: int, host_port: int) -> str:
+    """guestfwd spec: the guest's USERNET_HOST:guest_port reaches 127.0.0.1:host_port."""
+    return f"tcp:{USERNET_HOST}:{guest_port}-cmd:socat - TCP:127.0.0.1:{host_port}"

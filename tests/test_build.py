@@ -109,7 +109,7 @@ def test_production_build_is_reproducible(prod_image: BuiltImage, tmp_path: Path
 
     env = dict(os.environ, SOURCE_DATE_EPOCH="1767225600")   # 2026-01-01
     proc = subprocess.run(["auditbox", "build", "--check-reproducible", "-q",
-                           str(Path(__file__).parent.parent / "profiles/audit-laptop.yaml"),
+                           str(Path(__file__).parent.parent / "profiles/audit-laptop-example.yaml"),
                            "-o", str(tmp_path / "out")], env=env, capture_output=True,
                           text=True, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr

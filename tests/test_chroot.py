@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 from builder.chroot import mounts_below, remove_tree
+from builder.progress import BuildLog
 from tests.tools import require
 
 
@@ -18,6 +19,6 @@ def test_remove_tree_unmounts_before_deleting(tmp_path: Path) -> None:
     (tree / "dev").mkdir(parents=True)
     subprocess.run(["mount", "--bind", str(host), str(tree / "dev")], check=True)
     assert mounts_below(tree) == [tree / "dev"]
-    remove_tree(tree)
+    remove_tree(BuildLog(tmp_path / "build.log"), tree)
     assert not tree.exists()
     assert (host / "precious").read_text() == "keep"

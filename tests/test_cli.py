@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,10 @@ BAD = REPO / "tests" / "profiles_bad"
 
 
 def auditbox(*args: str, cache: Path) -> subprocess.CompletedProcess[str]:
+    # this interpreter's bin first: the auditbox of this checkout, not another install's
     return subprocess.run(["auditbox", *args], capture_output=True, text=True,
-                          env={"PATH": "/usr/local/bin:/usr/bin:/bin:" + str(Path.home()) +
-                               "/.pyenv/shims", "AUDITBOX_CACHE": str(cache),
+                          env={"PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:"
+                               f"/bin:{Path.home()}/.pyenv/shims", "AUDITBOX_CACHE": str(cache),
                                "HOME": str(Path.home())}, check=False)
 
 
@@ -42,8 +44,9 @@ def test_build_of_a_bad_profile_leaves_nothing_behind(case: str, tmp_path: Path)
 
 @pytest.mark.parametrize("args", [
     ["build"],
-    ["build", "profiles/audit-laptop.yaml", "--format", "vmdk"],
-    ["build", "profiles/audit-laptop.yaml", "--mirror", "http://x y"],
+    ["build", "profiles/audit-laptop-example.yaml", "--format", "vmdk"],
+    ["build", "profiles/audit-laptop-example.yaml", "--mirror", "http://x y"],
+    ["build", "profiles/audit-laptop-example.yaml", "--signing-key", "/nonexistent/key.pem"],
     ["run", "/nonexistent/image.raw", "--memory", "12"],
     ["no-such-command"],
 ])
@@ -62,7 +65,7 @@ def test_build_refuses_to_replace_a_directory_it_did_not_make(tmp_path: Path) ->
     out = tmp_path / "mine"
     out.mkdir()
     (out / "thesis.txt").write_text("precious")
-    line = one_line_error(auditbox("build", str(REPO / "profiles" / "audit-laptop.yaml"),
+    line = one_line_error(auditbox("build", str(REPO / "profiles" / "audit-laptop-example.yaml"),
                                    "-o", str(out), cache=tmp_path / "cache"))
     assert "refusing" in line
     assert (out / "thesis.txt").read_text() == "precious"

@@ -16,6 +16,7 @@ from builder.profile import load_profile, profile_to_dict, schema_text
 from builder.profile import validators as v
 from builder.profile.model import FileEntry, Origin, Profile, User
 from builder.profile.settings import BY_KEY, SETTINGS, Kind, schema_json
+from tests.clirun import run_main
 
 GOOD = Path(__file__).parent / "profiles_good"
 
@@ -105,6 +106,18 @@ def test_base_profile_fully_populated() -> None:
                        FileEntry(PurePosixPath("/etc/motd"), "", 0o600)]
     assert p.image.source_date_epoch == 1700000000
     assert p.output.formats == ["raw"]
+
+
+def test_kiosk_screen_and_policy_keys() -> None:
+    p = load_profile(GOOD / "kiosk-screen.yaml")
+    assert p.kiosk.banner == "Example Lab\nModel audit programme"
+    assert p.kiosk.notice == "Authorised auditors only.\nActivity is recorded."
+    assert (p.kiosk.idle_timeout, p.kiosk.injection.action) == (600, "alert")
+    assert (p.kiosk.injection.burst_keys, p.kiosk.injection.burst_ms) == (20, 150)
+    defaults = load_profile(GOOD / "minimal.yaml").kiosk
+    assert (defaults.banner, defaults.notice, defaults.idle_timeout) == (
+        "auditbox terminal", None, 900)
+    assert defaults.injection.action == "lock"
 
 
 def test_profile_to_dict_is_json_and_drops_origins() -> None:
@@ -338,8 +351,8 @@ def test_cli_validate_and_schema() -> None:
     assert result.exit_code == 0, result.output
     assert result.output.startswith("ok: minimal (1 files, ")
     # child.yaml is a good profile for the loader, but names rules the catalogue lacks
-    result = runner.invoke(validate_cmd, [str(GOOD / "child.yaml")])
-    assert result.exit_code == 2 and "unknown rule" in result.output
+    failed = run_main("validate", str(GOOD / "child.yaml"))
+    assert failed.exit_code == 2 and "unknown rule" in failed.error_line()
     result = runner.invoke(profile_group, ["schema"])
     assert result.exit_code == 0 and result.output == schema_text()
     result = runner.invoke(profile_group, ["schema", "--json"])

@@ -27,7 +27,8 @@ from builder.rules.defaults import DEFAULT_SELECTION
 from builder.rules.engine import selection
 from builder.rules.kinds import KINDS
 from builder.rules.results import load, record, run_and_record
-from builder.rules.testing import materialize, run_static
+from tests.clirun import run_main
+from tests.plantree import materialize, run_static
 
 GATEWAY = "10.0.2.2"
 PORT = 2222
@@ -344,9 +345,20 @@ def test_conflicting_package_is_an_error() -> None:
 
 
 def test_describe_every_rule() -> None:
-    p = profile()
-    for rule in load_catalogue().values():
-        assert describe(rule, p).strip()
+    """`auditbox rules show` says what the rule puts into the image: every file, command
+    line token, unit, package and module its apply() adds to a plan; a rule that adds
+    nothing (the pipeline implements it) names each of its checks."""
+    for rid, rule in load_catalogue().items():
+        p = profile(rules=[rid])
+        plan = plan_for(p)
+        items = [*(str(f.path) for f in plan.files), *plan.cmdline, *plan.units_enable,
+                 *plan.units_mask, *plan.packages, *plan.packages_absent, *plan.modules_remove]
+        if not items:
+            items = [c.name.split(":")[-2] for c in checks(p) if c.rule_id == rid]
+        assert items, f"{rid} adds nothing to the plan and has no checks"
+        text = describe(rule, p)
+        missing = [i for i in items if i not in text]
+        assert not missing, f"{rid}: rules show does not mention {missing}:\n{text}"
 
 
 # ---------------------------------------------------------------- checks
@@ -492,10 +504,13 @@ class FakeResult:
 
 
 class FakeVM:
-    """Answers the commands VM checks send, from a table of (prefix, rc, stdout)."""
+    """Answers the commands VM checks send, from a table of (prefix, rc, stdout). Any other
+    command gets exit 127, or with strict=True raises UnexpectedCommand, which is not an
+    AssertionError: a check cannot "fail" on a command the test did not foresee."""
 
-    def __init__(self, answers: dict[str, tuple[int, str]]) -> None:
+    def __init__(self, answers: dict[str, tuple[int, str]], strict: bool = False) -> None:
         self.answers = answers
+        self.strict = strict
         self.seen: list[str] = []
 
     def run(self, cmd: str) -> FakeResult:
@@ -505,7 +520,13 @@ class FakeVM:
         for prefix, (rc, out) in self.answers.items():
             if cmd.startswith(prefix):
                 return FakeResult(rc, out)
+        if self.strict:
+            raise UnexpectedCommand(cmd)
         return FakeResult(127, f"unexpected command {cmd}")
+
+
+class UnexpectedCommand(Exception):
+    pass
 
 
 def _check(p: Profile, name: str) -> Check:
@@ -572,15 +593,25 @@ def test_vm_usbguard_and_unit_checks() -> None:
 def test_vm_check_only_and_nft() -> None:
     p = profile()
     locked = _check(p, "modules-locked:check_only:modules-disabled:vm")
-    locked.run(FakeVM({"cat /proc/sys/kernel/modules_disabled": (0, "1\n")}))
-    with pytest.raises(AssertionError, match="does not match"):
-        locked.run(FakeVM({"cat /proc/sys/kernel/modules_disabled": (0, "0\n")}))
+    answers = {"cat /proc/sys/kernel/modules_disabled": (0, "1\n")}
+    vm = FakeVM(answers, strict=True)
+    locked.run(vm)
+    assert vm.seen == ["cat /proc/sys/kernel/modules_disabled"]
+    for rc, out, message in ((0, "0\n", "does not match"), (1, "1\n", "exited 1")):
+        with pytest.raises(AssertionError, match=message):
+            locked.run(FakeVM({"cat /proc/sys/kernel/modules_disabled": (rc, out)}, strict=True))
     nft = _check(p, "nft-egress-gateway:nftables:ruleset:vm")
-    ruleset = (f"table inet auditbox {{\n chain output {{\n"
-               f" ip daddr {GATEWAY} tcp dport {PORT} accept\n }}\n}}")
-    nft.run(FakeVM({"nft list ruleset": (0, ruleset)}))
-    with pytest.raises(AssertionError):
-        nft.run(FakeVM({"nft list ruleset": (0, "table inet auditbox { }")}))
+
+    def ruleset(port: int) -> str:
+        return (f"table inet auditbox {{\n chain output {{\n"
+                f" ip daddr {GATEWAY} tcp dport {port} accept\n }}\n}}")
+
+    vm = FakeVM({"nft list ruleset": (0, ruleset(PORT))}, strict=True)
+    nft.run(vm)
+    assert vm.seen == ["nft list ruleset"]
+    for rc, out in ((0, "table inet auditbox { }"), (0, ruleset(PORT + 1)), (1, ruleset(PORT))):
+        with pytest.raises(AssertionError, match="nft list ruleset lacks"):
+            nft.run(FakeVM({"nft list ruleset": (rc, out)}, strict=True))
 
 
 # ---------------------------------------------------------------- results, CLI, report
@@ -612,8 +643,8 @@ def test_cli_list_and_show() -> None:
     assert res.exit_code == 0, res.output
     assert "ImplicitPolicyTarget=block" in res.output and "[vm    ]" in res.output
     assert "usbguard_allow_hid_and_hub" in res.output
-    res = runner.invoke(rules_group, ["show", "nope"])
-    assert res.exit_code == 2 and "error:" in res.output and "unknown rule 'nope'" in res.output
+    failed = run_main("rules", "show", "nope")
+    assert failed.exit_code == 2 and "unknown rule 'nope'" in failed.error_line()
 
 
 def test_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,7 +2,7 @@
 
 Fixtures from tests/conftest.py (the lead's): `tree_host` (testinfra Host of the TEST image's
 extracted root tree) and `prod_tree_host` (the production image's). Results go to the check
-results file (AUDITBOX_CHECK_RESULTS, default build/check-results.json) for `auditbox report`.
+results file (tests/rundir.py: the run's check-results.json) for `auditbox report`.
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ import pytest
 from builder.rules import Check, checks
 from builder.rules.check import dpkg_installed, tree_of
 from builder.rules.results import run_and_record
+from tests.rundir import check_results
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_PROFILE = ROOT / "profiles" / "audit-laptop-test.yaml"
-PROD_PROFILE = ROOT / "profiles" / "audit-laptop.yaml"
+PROD_PROFILE = ROOT / "profiles" / "audit-laptop-example.yaml"   # what prod_image builds
 SSH_SERVERS = ("openssh-server", "openssh-sftp-server", "dropbear", "dropbear-bin", "tinysshd")
 
 pytestmark = pytest.mark.build
@@ -39,13 +40,13 @@ def _params(path: Path, where: str) -> list[Any]:
 
 @pytest.mark.parametrize("check", _params(TEST_PROFILE, "static"))
 def test_static_test_image(check: Check, tree_host: Any) -> None:
-    run_and_record(check, tree_host)
+    run_and_record(check, tree_host, check_results())
 
 
 @pytest.mark.parametrize("check", _params(PROD_PROFILE, "static"))
 def test_static_production_image(check: Check, prod_tree_host: Any) -> None:
     prod = Check(check.rule_id, "prod:" + check.name, check.where, check.run, check.description)
-    run_and_record(prod, prod_tree_host)
+    run_and_record(prod, prod_tree_host, check_results())
 
 
 def _channel_files(host: Any, ttys: list[str]) -> list[str]:

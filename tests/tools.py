@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 BUILD_TOOLS = ("mmdebstrap", "fsck.erofs", "dpkg-deb")
-VM_TOOLS = ("qemu-system-x86_64", "swtpm")
+VM_TOOLS = ("qemu-system-x86_64", "swtpm", "socat")
 
 
 def require(tools: tuple[str, ...], need_root: bool = True) -> None:

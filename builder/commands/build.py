@@ -23,8 +23,8 @@ from builder.profile.validators import _mirror
 @click.option("--format", "formats", type=click.Choice(["raw", "qcow2"]), multiple=True,
               help="Extra output formats (raw is always written).")
 @click.option("--signing-key", type=click.Path(path_type=Path), default=None,
-              help="Ed25519 build key (PEM) that signs reference.json [default: one kept in "
-                   "the cache, made on first use].")
+              help="Ed25519 build key (PEM, must exist) that signs reference.json [default: "
+                   "one kept in the cache, made on first use].")
 @click.option("--secure-boot-key", type=click.Path(path_type=Path), default=None,
               help="PEM private key that signs the UKI for Secure Boot (with --secure-boot-cert).")
 @click.option("--secure-boot-cert", type=click.Path(path_type=Path), default=None,
@@ -46,7 +46,7 @@ def build_cmd(profile: Path, out: Path, cache: Path | None, mirror: str | None,
                          file="<command line>", key="--secure-boot-key")
     for option, path in (("--secure-boot-key", secure_boot_key),
                          ("--secure-boot-cert", secure_boot_cert), ("--signing-key", signing_key)):
-        if path is not None and option != "--signing-key" and not path.is_file():
+        if path is not None and not path.is_file():
             raise InputError("file not found", file=path, key=option)
     opts = BuildOptions(profile=profile, out=out, cache=cache or default_cache_dir(),
                         mirror=mirror, formats=formats, signing_key=signing_key,

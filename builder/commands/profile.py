@@ -6,26 +6,14 @@ The lead adds `validate_cmd` and `profile_group` to the main CLI group.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
-from typing import NoReturn
 
 import click
 
-from builder.errors import InputError
+from builder.errors import InputError, error_line
 from builder.plan import make_plan
 from builder.profile import load_profile, schema_json, schema_text
 from builder.profile.model import Profile
-
-
-def format_error(error: InputError) -> str:
-    """The one line the CLI prints for bad input."""
-    return "error: " + str(error)
-
-
-def fail(error: InputError) -> NoReturn:
-    click.echo(format_error(error), err=True)
-    sys.exit(error.exit_code)
 
 
 def check_profile(path: Path) -> tuple[int, str, Profile | None]:
@@ -33,7 +21,7 @@ def check_profile(path: Path) -> tuple[int, str, Profile | None]:
     try:
         profile = load_profile(path)
     except InputError as e:
-        return e.exit_code, format_error(e), None
+        return e.exit_code, error_line(e), None
     return 0, f"ok: {profile.name} ({len(profile.sources)} files)", profile
 
 
@@ -41,12 +29,9 @@ def check_profile(path: Path) -> tuple[int, str, Profile | None]:
 @click.argument("profile", type=click.Path(path_type=Path, dir_okay=True))
 def validate_cmd(profile: Path) -> None:
     """Load and check PROFILE (and the profiles it extends); build nothing."""
-    try:
-        loaded = load_profile(profile)
-        # resolving the plan checks what only the rule catalogue knows (ids, variables)
-        plan = make_plan(loaded)
-    except InputError as e:
-        fail(e)
+    loaded = load_profile(profile)
+    # resolving the plan checks what only the rule catalogue knows (ids, variables)
+    plan = make_plan(loaded)
     click.echo(f"ok: {loaded.name} ({len(loaded.sources)} files, {len(plan.rule_ids)} rules, "
                f"{len(plan.packages)} packages)")
 

@@ -5,7 +5,6 @@ The lead mounts `rules_group` and `report_cmd` in builder/cli.py.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
@@ -19,11 +18,6 @@ from builder.rules.report import write_report
 from builder.rules.results import load
 
 DEFAULT_PROFILE = Path(__file__).resolve().parents[2] / "profiles" / "audit-laptop.yaml"
-
-
-def _fail(error: InputError) -> None:
-    click.echo("error: " + str(error), err=True)
-    sys.exit(error.exit_code)
 
 
 def resolve_profile(path: Path | None) -> Profile:
@@ -53,14 +47,10 @@ def rules_group() -> None:
 @click.option("--selected", is_flag=True, help="Only the rules the profile selects.")
 def list_cmd(profile_path: Path | None, selected: bool) -> None:
     """Table of rule id, severity, kind and title."""
-    try:
-        catalogue = load_catalogue()
-        ids = list(catalogue)
-        if selected:
-            ids = selection(resolve_profile(profile_path), catalogue)
-    except InputError as e:
-        _fail(e)
-        return
+    catalogue = load_catalogue()
+    ids = list(catalogue)
+    if selected:
+        ids = selection(resolve_profile(profile_path), catalogue)
     width = max(len(i) for i in ids) if ids else 2
     click.echo(f"{'ID':<{width}}  {'SEVERITY':<8}  {'KIND':<14}  TITLE")
     for rid in ids:
@@ -73,18 +63,14 @@ def list_cmd(profile_path: Path | None, selected: bool) -> None:
 @profile_option
 def show_cmd(rule_id: str, profile_path: Path | None) -> None:
     """Everything about one rule: rationale, references, variables, mechanism, checks."""
-    try:
-        catalogue = load_catalogue()
-        if rule_id not in catalogue:
-            raise InputError(f"unknown rule {rule_id!r}", key="RULE_ID",
-                             allowed="see `auditbox rules list`")
-        rule = catalogue[rule_id]
-        profile = resolve_profile(profile_path)
-        mechanism = describe(rule, profile)
-        checks = rule_checks(rule, profile)
-    except InputError as e:
-        _fail(e)
-        return
+    catalogue = load_catalogue()
+    if rule_id not in catalogue:
+        raise InputError(f"unknown rule {rule_id!r}", key="RULE_ID",
+                         allowed="see `auditbox rules list`")
+    rule = catalogue[rule_id]
+    profile = resolve_profile(profile_path)
+    mechanism = describe(rule, profile)
+    checks = rule_checks(rule, profile)
     click.echo(f"{rule.id}: {rule.title}")
     click.echo(f"severity: {rule.severity}    kind: {rule.kind}    file: {rule.source}")
     click.echo(f"\nrationale:\n  {rule.rationale}")
@@ -111,16 +97,13 @@ def show_cmd(rule_id: str, profile_path: Path | None) -> None:
               help="Check results JSON (default: OUT/check-results.json).")
 def report_cmd(out: Path, profile_path: Path | None, results_file: Path | None) -> None:
     """Write OUT/report.md and OUT/report.html: one row per rule with its results."""
+    profile = resolve_profile(profile_path)
+    catalogue = load_catalogue()
+    rules = [catalogue[i] for i in selection(profile, catalogue)]
+    results_path = results_file or out / "check-results.json"
     try:
-        profile = resolve_profile(profile_path)
-        catalogue = load_catalogue()
-        rules = [catalogue[i] for i in selection(profile, catalogue)]
-        results = load(results_file or out / "check-results.json")
-    except InputError as e:
-        _fail(e)
-        return
+        results = load(results_path)
     except ValueError as e:
-        _fail(InputError(str(e), file=results_file or out / "check-results.json"))
-        return
+        raise InputError(str(e), file=results_path) from None
     md, page = write_report(out, rules, profile, results)
     click.echo(f"wrote {md} and {page}")

@@ -47,11 +47,22 @@ class User:
 
 
 @dataclass
+class KioskInjection:
+    action: str = "lock"              # lock | alert | off
+    burst_keys: int = 20              # this many keys ...
+    burst_ms: int = 200               # ... within this many milliseconds is a burst
+
+
+@dataclass
 class Kiosk:
     tty: str = "tty1"
     gateway_host: str | None = None
     gateway_port: int = 22
-    host_key: str | None = None       # OpenSSH public key line of the gateway
+    host_key: str | None = None       # OpenSSH public key line of the gateway (ssh-ed25519)
+    banner: str = "auditbox terminal"
+    notice: str | None = None         # None: show /etc/issue
+    idle_timeout: int = 900           # seconds
+    injection: KioskInjection = field(default_factory=KioskInjection)
 
 
 @dataclass
@@ -94,6 +105,7 @@ class FileEntry:
 class Profile:
     name: str
     source: Path                       # the file given on the command line
+    requires: list[str] = field(default_factory=list)   # keys a buildable profile must set
     description: str = ""
     suite: str = "trixie"
     architecture: str = "amd64"

@@ -103,6 +103,10 @@ SETTINGS: tuple[Setting, ...] = (
             "omitted. Parents are merged in list order, depth first, then this file on top."),
     Setting("name", Kind.STR, None, "Profile name; names the image.", v.PROFILE_NAME,
             required=True),
+    Setting("requires", Kind.LIST, [],
+            "Keys a buildable profile must set (a base profile lists what the profiles "
+            "extending it have to fill in, e.g. its gateway); build and validate refuse a "
+            "profile that leaves one unset.", v.SETTING_KEY),
     Setting("description", Kind.STR, "", "Free text for humans.", v.SINGLE_LINE),
     Setting("suite", Kind.ENUM, "trixie", "Debian suite.", choices=("trixie",)),
     Setting("architecture", Kind.ENUM, "amd64", "Debian architecture.", choices=("amd64",)),
@@ -125,8 +129,30 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("kiosk.gateway_host", Kind.STR, None, "Gateway host name or address.",
             v.HOST_OR_IP, nullable=True),
     Setting("kiosk.gateway_port", Kind.INT, 22, "Gateway SSH port.", minimum=1, maximum=65535),
-    Setting("kiosk.host_key", Kind.STR, None, "Pinned OpenSSH public host key of the gateway.",
+    Setting("kiosk.host_key", Kind.STR, None,
+            "The gateway's Ed25519 host key (OpenSSH public key line, as `auditbox gateway "
+            "init` prints it), pinned at build time: the kiosk refuses any other key.",
             v.HOST_KEY, nullable=True),
+    Setting("kiosk.banner", Kind.STR, "auditbox terminal",
+            "Organization banner at the top of the login screen (1-3 lines).", v.BANNER_TEXT,
+            multiline=True),
+    Setting("kiosk.notice", Kind.STR, None,
+            "Legal notice on the login screen, re-wrapped to the screen width; null shows "
+            "/etc/issue (the legal-banner rule's text).", v.NOTICE_TEXT, nullable=True,
+            multiline=True),
+    Setting("kiosk.idle_timeout", Kind.INT, 900,
+            "Seconds without a key press after which the kiosk closes the session (or clears "
+            "a half-typed login) and asks for credentials again.", minimum=30, maximum=86400),
+    Setting("kiosk.injection.action", Kind.ENUM, "lock",
+            "Typing faster than a person can (a keystroke injector): alert = report it to the "
+            "gateway; lock = report it, end the session and lock the screen; off = ignore.",
+            choices=("lock", "alert", "off")),
+    Setting("kiosk.injection.burst_keys", Kind.INT, 20,
+            "Key presses that count as a burst when they all arrive within "
+            "kiosk.injection.burst_ms.", minimum=5, maximum=1000),
+    Setting("kiosk.injection.burst_ms", Kind.INT, 200,
+            "The burst window in milliseconds (default 20 keys in 200 ms, 100 keys/s: "
+            "several times the fastest human typing).", minimum=10, maximum=10000),
     Setting("network.dhcp", Kind.BOOL, True, "Configure the interface with DHCP."),
     Setting("network.interface", Kind.STR, "en*", "Interface name or glob.", v.INTERFACE),
     Setting("network.ipv6", Kind.BOOL, False, "Enable IPv6."),

@@ -46,6 +46,18 @@ CMDLINE_TOKEN = _pattern(r"[A-Za-z0-9_.,:=/+@-]+", "kernel command line token", 
 PACKAGE = _pattern(r"[a-z0-9][a-z0-9+.-]+", "Debian package name", 128)
 RULE_ID = _pattern(r"[a-z0-9][a-z0-9-]*", "rule id", 64)
 VAR_NAME = _pattern(r"[a-z_][a-z0-9_]*", "variable name", 64)
+
+
+def _setting_key(value: str) -> str | None:
+    from builder.profile.settings import BY_KEY  # the table uses this module's checks
+
+    if value not in BY_KEY or value in ("extends", "name", "requires"):
+        return f"{value!r} is not a profile key a profile can be required to set"
+    return None
+
+
+SETTING_KEY = Check("a key listed by `auditbox profile schema`",
+                    _setting_key)
 PROFILE_NAME = _pattern(r"[a-z0-9][a-z0-9-]{0,62}", "profile name")
 USER_NAME = _pattern(r"[a-z_][a-z0-9_-]{0,31}", "user name")
 GROUP_NAME = _pattern(r"[a-z_][a-z0-9_-]{0,31}", "group name")
@@ -150,7 +162,8 @@ def _mirror(value: str) -> str | None:
 
 MIRROR = Check("http://, https:// or file:// URL without spaces or quotes", _mirror)
 
-_KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ssh-rsa")
+# the gateway offers an Ed25519 host key only (docs/protocol.md section 1)
+_KEY_TYPES = ("ssh-ed25519",)
 
 
 def _host_key(value: str) -> str | None:
@@ -185,6 +198,25 @@ def _single_line(value: str) -> str | None:
 
 
 SINGLE_LINE = Check("one line of text, at most 1000 characters", _single_line)
+
+
+def _text_block(max_lines: int, max_chars: int) -> Check:
+    """Printable text shown on the kiosk screen: newlines allowed, no other control chars."""
+
+    def fn(value: str) -> str | None:
+        if any((ord(c) < 32 and c != "\n") or 0x7f <= ord(c) < 0xa0 for c in value):
+            return "control characters other than newlines are not allowed"
+        if len(value) > max_chars:
+            return f"longer than {max_chars} characters"
+        if value.count("\n") + 1 > max_lines:
+            return f"more than {max_lines} lines"
+        return None
+
+    return Check(f"printable text, at most {max_lines} lines and {max_chars} characters", fn)
+
+
+BANNER_TEXT = _text_block(3, 240)
+NOTICE_TEXT = _text_block(12, 1200)
 
 
 def _abs_path(value: str) -> str | None:

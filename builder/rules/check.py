@@ -8,7 +8,6 @@ reads files straight from disk when it can (a Path, or a testinfra chroot Host) 
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import shlex
 import stat
@@ -17,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal, Protocol
+
+from builder.modules import is_module_file
 
 Where = Literal["static", "vm"]
 
@@ -198,26 +199,16 @@ def kernel_release_dirs(tree: Tree) -> list[str]:
     return sorted(seen)
 
 
-def module_files(tree: Tree) -> list[str]:
-    out = []
+def module_files(tree: Tree) -> dict[str, str]:
+    """{in-image path: path as builder/modules.py matches it} of every module file: relative
+    to <kver>/kernel/, or to <kver>/ for modules outside kernel/ (updates/, extra/)."""
+    out: dict[str, str] = {}
     for d in kernel_release_dirs(tree):
-        out += [p for p in tree.walk(d) if is_module_file(p)]
+        for p in tree.walk(d):
+            if is_module_file(p):
+                rel = p[len(d):].lstrip("/")
+                out[p] = rel.removeprefix("kernel/")
     return out
-
-
-def is_module_file(path: str) -> bool:
-    name = PurePosixPath(path).name
-    return any(name.endswith(s) for s in (".ko", ".ko.xz", ".ko.zst", ".ko.gz"))
-
-
-def module_name(path: str) -> str:
-    name = PurePosixPath(path).name
-    return name.split(".ko")[0].replace("-", "_")
-
-
-def glob_match(relpath: str, pattern: str) -> bool:
-    """fnmatch-style (``*`` crosses ``/``) match of a path relative to kernel/."""
-    return fnmatch.fnmatchcase(relpath, pattern) or fnmatch.fnmatchcase(relpath, pattern + "/*")
 
 
 def enabled_links(tree: Tree, unit: str) -> list[str]:

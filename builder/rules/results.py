@@ -12,13 +12,6 @@ from typing import Any
 
 from builder.rules.check import Check
 
-ENV = "AUDITBOX_CHECK_RESULTS"
-DEFAULT = Path(__file__).resolve().parents[2] / "build" / "check-results.json"
-
-
-def results_path() -> Path:
-    return Path(os.environ.get(ENV) or DEFAULT)
-
 
 def load(path: Path) -> dict[str, dict[str, Any]]:
     if not path.exists():
@@ -29,9 +22,8 @@ def load(path: Path) -> dict[str, dict[str, Any]]:
     return data
 
 
-def record(check: Check, passed: bool, detail: str = "", path: Path | None = None) -> None:
+def record(check: Check, passed: bool, detail: str, target: Path) -> None:
     """Merge one result into the results file (atomic replace)."""
-    target = path or results_path()
     target.parent.mkdir(parents=True, exist_ok=True)
     data = load(target)
     data[check.name] = {"rule": check.rule_id, "where": check.where, "passed": passed,
@@ -41,7 +33,7 @@ def record(check: Check, passed: bool, detail: str = "", path: Path | None = Non
     os.replace(tmp, target)
 
 
-def run_and_record(check: Check, target: Any, path: Path | None = None) -> None:
+def run_and_record(check: Check, target: Any, path: Path) -> None:
     """Run a check, record the outcome, re-raise a failure."""
     try:
         check.run(target)

@@ -3,7 +3,7 @@
 set -euo pipefail
 APT_PACKAGES=(mmdebstrap qemu-system-x86 qemu-utils ovmf swtpm swtpm-tools mtools dosfstools
               fdisk erofs-utils tpm2-tools sbsigntool uidmap arch-test debian-archive-keyring
-              dpkg-dev python3-pip
+              dpkg-dev python3-pip socat
               postgresql openssh-server openssh-client sshpass)  # gateway tests: PostgreSQL, sshd
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

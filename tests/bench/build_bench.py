@@ -23,7 +23,7 @@ from builder.bootstrap import BootstrapSpec, mmdebstrap_argv  # noqa: E402
 from builder.plan import make_plan  # noqa: E402
 from builder.profile import load_profile  # noqa: E402
 
-PROFILE = REPO / "profiles" / "audit-laptop.yaml"
+PROFILE = REPO / "profiles" / "audit-laptop-example.yaml"
 RESULTS = REPO / "bench-results.json"
 
 

@@ -126,7 +126,7 @@ def boot_and_bench() -> int:
     results: dict[str, LynisResult] = {}
     exposure: dict[str, str] = {}
     for name, image in images.items():
-        m = QemuMachine(image.image, name=f"lynis-{name}", log_dir=ROOT / "build" / "bench-logs")
+        m = QemuMachine(image.image, name=f"lynis-{name}")
         m.start()
         try:
             m.wait_for_shell()

@@ -210,11 +210,15 @@ def tcp(vm: Any, port: int) -> tuple[int, str]:
     return int(rc), str(out)
 
 
-def test_egress_only_to_the_gateway(vm: Any, gateway_port: int, other_port: int) -> None:
-    rc, out = tcp(vm, gateway_port)
-    assert rc == 0, f"gateway {HOST}:{gateway_port} unreachable: {out}"
-    rc, out = tcp(vm, other_port)
-    assert rc != 0, f"{HOST}:{other_port} reachable: the egress filter leaks"
+def test_egress_only_to_the_gateway(vm: Any, gateway_listener: Any, other_listener: Any) -> None:
+    # both listeners are relayed to the guest's 10.0.2.2: only the filter keeps one closed
+    before = gateway_listener.accepted, other_listener.accepted
+    rc, out = tcp(vm, gateway_listener.guest_port)
+    assert rc == 0, f"gateway {HOST}:{gateway_listener.guest_port} unreachable: {out}"
+    assert gateway_listener.accepted > before[0], "the gateway listener saw no connection"
+    rc, out = tcp(vm, other_listener.guest_port)
+    assert rc != 0, f"{HOST}:{other_listener.guest_port} reachable: the egress filter leaks"
+    assert other_listener.accepted == before[1]
     # another address: an unassigned one inside QEMU's user-net subnet, so that even a
     # leaking filter sends nothing off this machine
     rc, _ = vm.execute("timeout 8 bash -c 'exec 3<>/dev/tcp/10.0.2.44/443'")

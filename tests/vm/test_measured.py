@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.images import IMAGES, REPO, BuiltImage
+from tests.images import BuiltImage
 from tests.machine import Machine, MachineError
+from tests.rundir import images_dir
 
 pytestmark = pytest.mark.vm
 
@@ -45,7 +46,7 @@ def test_variant_pcr11_matches_its_prediction(variant_machine: Machine,
 def tampered_image(test_image: BuiltImage) -> Iterator[Path]:
     """A copy of the test image with one byte flipped inside the root partition's data."""
     root = next(p for p in test_image.manifest["partitions"] if p["type"] == "root-x86-64")
-    copy = IMAGES / "tampered.raw"
+    copy = images_dir() / "tampered.raw"
     shutil.copyfile(test_image.image, copy)
     offset = int(root["offset"]) + int(root["raw_size"]) // 2
     with copy.open("r+b") as f:
@@ -58,7 +59,7 @@ def tampered_image(test_image: BuiltImage) -> Iterator[Path]:
 
 
 def test_flipped_root_byte_is_never_read_silently(tampered_image: Path) -> None:
-    m = Machine(tampered_image, name="tampered", log_dir=REPO / "build" / "test-logs")
+    m = Machine(tampered_image, name="tampered")
     m.start()
     try:
         try:

@@ -11,6 +11,7 @@ import pytest
 from builder.profile import load_profile
 from builder.rules import Check, checks
 from builder.rules.results import run_and_record
+from tests.rundir import check_results
 
 TEST_PROFILE = Path(__file__).resolve().parents[2] / "profiles" / "audit-laptop-test.yaml"
 
@@ -26,4 +27,4 @@ def _params() -> list[Any]:
 
 @pytest.mark.parametrize("check", _params())
 def test_vm_check(check: Check, request: pytest.FixtureRequest) -> None:
-    run_and_record(check, request.getfixturevalue("vm_host"))
+    run_and_record(check, request.getfixturevalue("vm_host"), check_results())

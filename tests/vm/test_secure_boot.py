@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 
 from attestation import eventlog
-from tests.images import IMAGES, REPO, BuiltImage, build_image
+from tests.images import REPO, BuiltImage, build_image
 from tests.machine import Machine, MachineError
+from tests.rundir import images_dir
 from tests.secureboot import (
     TOOLS,
     KeyPair,
@@ -34,9 +35,6 @@ from tests.tools import BUILD_TOOLS, VM_TOOLS, require
 
 pytestmark = pytest.mark.vm
 
-LOG_DIR = REPO / "build" / "test-logs"
-KEYS = IMAGES / "secureboot-keys"
-WORK = IMAGES / "secureboot-work"
 EVENTLOG_OUT = REPO / "tests" / "attestation" / "data" / "ovmf-secureboot-on.bin"
 EFI_GLOBAL = "8be4df61-93ca-11d2-aa0d-00e098032b8c"
 EFIVARS = "/sys/firmware/efi/efivars"
@@ -56,13 +54,14 @@ SHA256_ALG = 0x000B
 @pytest.fixture(scope="module")
 def sb_keys() -> KeyPair:
     require(("openssl", *TOOLS))
-    return make_key_pair(KEYS)
+    return make_key_pair(images_dir() / "secureboot-keys")
 
 
 @pytest.fixture(scope="module")
 def sb_vars(sb_keys: KeyPair) -> Path:
     """OVMF_VARS_4M.fd with our certificate as PK, KEK and db and Secure Boot enabled."""
-    return make_enrolled_varstore(sb_keys.cert, WORK / "OVMF_VARS_4M.auditbox-db.fd")
+    return make_enrolled_varstore(sb_keys.cert,
+                                  images_dir() / "secureboot-work" / "OVMF_VARS_4M.auditbox-db.fd")
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +76,7 @@ def signed_image(sb_keys: KeyPair) -> BuiltImage:
 def changed_uki_image(signed_image: BuiltImage) -> Iterator[Path]:
     """The signed image with one byte of the UKI's .cmdline changed after signing."""
     out = make_changed_uki_image(signed_image.image, signed_image.manifest,
-                                 WORK / "changed-uki.raw")
+                                 images_dir() / "secureboot-work" / "changed-uki.raw")
     yield out
     out.unlink(missing_ok=True)
 
@@ -105,7 +104,7 @@ def _variable_events(log: eventlog.EventLog) -> dict[str, bytes]:
 def _boot_refused(image: Path, varstore: Path, name: str) -> str:
     """Boot image under varstore; assert OVMF refuses it and no Linux starts. The refusal."""
     require(VM_TOOLS)
-    m = Machine(image, name=name, log_dir=LOG_DIR, secure_boot=True, vars_file=varstore)
+    m = Machine(image, name=name, secure_boot=True, vars_file=varstore)
     m.start()
     try:
         refusal = m.wait_for_console_text(REFUSED, timeout=REFUSAL_TIMEOUT)
@@ -150,8 +149,8 @@ def test_signed_uki_verifies_against_our_cert_and_the_changed_one_does_not(
 def test_signed_image_boots_with_secure_boot_enforced(signed_image: BuiltImage,
                                                       sb_vars: Path) -> None:
     require(VM_TOOLS)
-    m = Machine(signed_image.image, name="secureboot-on", log_dir=LOG_DIR,
-                secure_boot=True, vars_file=sb_vars)
+    m = Machine(signed_image.image, name="secureboot-on", secure_boot=True,
+                vars_file=sb_vars)
     m.start()
     try:
         m.wait_for_shell()

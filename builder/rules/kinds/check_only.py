@@ -80,7 +80,9 @@ def checks(ctx: RuleContext, params: Params) -> list[Check]:
 
 
 def describe(ctx: RuleContext, params: Params) -> str:
-    return "implemented by the build pipeline; checks only"
+    lines = [f"- {s['name']} ({s['where']}): {s.get('help') or s.get('command') or s.get('file')}"
+             for s in params["checks"]]
+    return "implemented by the build pipeline; checks only:\n" + "\n".join(lines)
 
 
 KIND = Kind(

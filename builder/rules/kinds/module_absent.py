@@ -7,8 +7,9 @@ import shlex
 from pathlib import PurePosixPath
 from typing import Any
 
+from builder.modules import ModuleSelection, normalize
 from builder.plan import BuildPlan
-from builder.rules.check import Check, glob_match, module_files, module_name, tree_of, vm_run
+from builder.rules.check import Check, module_files, tree_of, vm_run
 from builder.rules.kinds.base import Kind, Param, Params, RuleContext
 from builder.rules.kinds.common import file_checks, render_overlay
 
@@ -23,12 +24,8 @@ KEEP = ("drivers/*virtio*", "erofs", "dm-verity", "dm_verity", "dm-mod", "dm_mod
         "nft_*", "tpm*", "efivarfs")
 
 
-def norm(name: str) -> str:
-    return name.replace("-", "_")
-
-
 def protected(name: str) -> bool:
-    return any(fnmatch.fnmatchcase(norm(name), p) for p in PROTECTED)
+    return any(fnmatch.fnmatchcase(normalize(name), p) for p in PROTECTED)
 
 
 def validate(params: Params) -> None:
@@ -41,8 +38,19 @@ def validate(params: Params) -> None:
 
 
 def modules(ctx: RuleContext, params: Params) -> list[str]:
-    allow = {norm(a) for a in ctx.profile.kernel.modules.allow}
-    return [str(m) for m in params["modules"] if norm(str(m)) not in allow]
+    allow = {normalize(a) for a in ctx.profile.kernel.modules.allow}
+    return [str(m) for m in params["modules"] if normalize(str(m)) not in allow]
+
+
+def keep(ctx: RuleContext) -> list[str]:
+    """What the pipeline keeps whatever a rule removes: KEEP and the profile's allow-list."""
+    return [*KEEP, *ctx.profile.kernel.modules.allow]
+
+
+def selection(ctx: RuleContext, params: Params) -> ModuleSelection:
+    """The module files this rule deletes, by the pipeline's own matcher."""
+    return ModuleSelection(tuple([*modules(ctx, params), *map(str, params["globs"])]),
+                           tuple(keep(ctx)))
 
 
 def path(ctx: RuleContext) -> str:
@@ -57,29 +65,22 @@ def apply(ctx: RuleContext, params: Params, plan: BuildPlan) -> None:
     for item in [*modules(ctx, params), *params["globs"]]:
         if item not in plan.modules_remove:
             plan.modules_remove.append(str(item))
-    for keep in [*KEEP, *ctx.profile.kernel.modules.allow]:
-        if keep not in plan.modules_keep:
-            plan.modules_keep.append(keep)
+    for kept in keep(ctx):
+        if kept not in plan.modules_keep:
+            plan.modules_keep.append(kept)
     plan.add_file(path(ctx), content(ctx, params), 0o644, source=ctx.rule_id)
 
 
 def checks(ctx: RuleContext, params: Params) -> list[Check]:
-    names = {norm(m) for m in modules(ctx, params)}
+    names = {normalize(m) for m in modules(ctx, params)}
     globs = [str(g) for g in params["globs"]]
-    allow = {norm(a) for a in ctx.profile.kernel.modules.allow}
+    gone = selection(ctx, params)
 
     def static(target: Any) -> None:
         files = module_files(tree_of(target))
         if not files:
             raise AssertionError("no kernel modules found under /lib/modules in the tree")
-        left = []
-        for f in files:
-            mod = module_name(f)
-            rel = f.split("/kernel/", 1)[1] if "/kernel/" in f else ""
-            if mod in allow:
-                continue
-            if mod in names or any(glob_match(rel, g) for g in globs):
-                left.append(f)
+        left = [f for f, rel in files.items() if gone.selects(rel)]
         if left:
             raise AssertionError(f"{len(left)} module file(s) still in the tree: {left[:10]}")
 

@@ -72,7 +72,8 @@ def checks(ctx: RuleContext, params: Params) -> list[Check]:
 
 
 def describe(ctx: RuleContext, params: Params) -> str:
-    return f"{path(params)}:\n{content(ctx, params)}"
+    enable = "nftables.service enabled; " if params["base"] else ""
+    return f"{enable}{path(params)}:\n{content(ctx, params)}"
 
 
 KIND = Kind(

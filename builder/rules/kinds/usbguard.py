@@ -79,7 +79,8 @@ def checks(ctx: RuleContext, params: Params) -> list[Check]:
 
 
 def describe(ctx: RuleContext, params: Params) -> str:
-    return (f"usbguard (package, enabled); {DAEMON}: ImplicitPolicyTarget="
+    return (f"usbguard (package; usbguard.service enabled; {TMPFILES} makes its log "
+            f"directory); {DAEMON}: ImplicitPolicyTarget="
             f"{params['implicit_policy_target']}, PresentDevicePolicy="
             f"{params['present_device_policy']}, InsertedDevicePolicy="
             f"{params['inserted_device_policy']}\n{RULES}:\n{rules(ctx, params)}")

@@ -1,20 +1,18 @@
-"""Test helpers: lay a BuildPlan out as a root tree the way the pipeline would (files,
-enable/mask links, module deletion, dpkg status), so static checks can be exercised without
-building an image. Not used by the build itself.
+"""Lay a BuildPlan out as a root tree the way the pipeline would (files, enable/mask links,
+module deletion, dpkg status), so static checks can be exercised without building an image.
+Files and modules go through the pipeline's own functions (builder/tree.py).
 """
 
 from __future__ import annotations
 
-import fnmatch
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from builder.overlay import write_files
 from builder.plan import BuildPlan
-from builder.rules.check import glob_match, is_module_file, module_name
+from builder.tree import remove_modules, write_plan_files
 
 KVER = "6.12.0-test-amd64"
 # a few modules per interesting directory: some to delete, some that must stay
@@ -64,23 +62,6 @@ def _unit_wants(unit: str) -> str:
     return "multi-user.target.wants"
 
 
-def _matches(rel: str, mod: str, patterns: list[str]) -> bool:
-    """Like the pipeline (builder.tree): patterns with / are paths, others module names."""
-    return any(glob_match(rel, p) if "/" in p else fnmatch.fnmatchcase(mod, p.replace("-", "_"))
-               for p in patterns)
-
-
-def remove_modules(root: Path, remove: list[str], keep: list[str]) -> None:
-    base = root / "usr/lib/modules" / KVER / "kernel"
-    for path in sorted(base.rglob("*")):
-        if not path.is_file() or not is_module_file(str(path)):
-            continue
-        mod = module_name(str(path))
-        rel = str(path.relative_to(base))
-        if _matches(rel, mod, remove) and not _matches(rel, mod, keep):
-            path.unlink()
-
-
 @dataclass
 class FakeUser:
     name: str
@@ -101,7 +82,7 @@ def materialize(plan: BuildPlan, root: Path, *, packages: Iterable[str] = BASE_P
     for m in SAMPLE_MODULES:
         (base / m).parent.mkdir(parents=True, exist_ok=True)
         (base / m).write_bytes(b"\x00")
-    write_files(root, plan.files)
+    write_plan_files(root, plan)
     for unit in plan.units_enable:
         wants = root / "etc/systemd/system" / _unit_wants(unit)
         wants.mkdir(parents=True, exist_ok=True)
@@ -112,7 +93,7 @@ def materialize(plan: BuildPlan, root: Path, *, packages: Iterable[str] = BASE_P
         target = root / "etc/systemd/system" / unit
         if not target.is_symlink():
             os.symlink("/dev/null", target)
-    remove_modules(root, plan.modules_remove, plan.modules_keep)
+    remove_modules(root, KVER, plan.modules_remove, plan.modules_keep)
     installed = set(packages) | set(plan.packages)
     for package, (name, line) in PAM_AUTH_UPDATE.items():
         if package in installed:
