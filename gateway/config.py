@@ -10,6 +10,8 @@ the directory of the config file.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import difflib
 import re
@@ -150,6 +152,29 @@ def _timezone(value: str) -> str | None:
 ARGV_ITEM = v.Check("an absolute command path, then its arguments",
                     lambda s: "newlines and NUL are not allowed"
                     if "\n" in s or "\x00" in s else None)
+_UPSTREAM_KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
+                       "ecdsa-sha2-nistp521", "ssh-rsa")
+
+
+def _upstream_host_key(value: str) -> str | None:
+    """An OpenSSH public key line of any key type a harness's sshd may have."""
+    fields = value.split()
+    if len(fields) not in (2, 3) or value != value.strip() or "\n" in value:
+        return "not an OpenSSH public key line 'TYPE BASE64 [comment]'"
+    if fields[0] not in _UPSTREAM_KEY_TYPES:
+        return f"key type {fields[0]!r} is not accepted"
+    try:
+        raw = base64.b64decode(fields[1], validate=True)
+    except (binascii.Error, ValueError):
+        return "the key data is not valid base64"
+    n = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else -1
+    if n < 0 or raw[4:4 + n] != fields[0].encode():
+        return f"the key data does not hold a {fields[0]} key"
+    return None
+
+
+UPSTREAM_HOST_KEY = v.Check("OpenSSH public key line: " + "|".join(_UPSTREAM_KEY_TYPES)
+                            + " BASE64 [comment]", _upstream_host_key)
 TIMEZONE = v.Check("IANA time zone name like UTC or Europe/London", _timezone)
 
 # -- anomaly rules: gateway/anomaly.py (G2) defines them; config only places errors -------
@@ -237,7 +262,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("upstream.ssh.port", Kind.INT, 22, "Its port.", minimum=1, maximum=65535),
     Setting("upstream.ssh.host_key", Kind.STR, None,
             "Its pinned public host key (OpenSSH line); any other key is refused.",
-            v.HOST_KEY, nullable=True),
+            UPSTREAM_HOST_KEY, nullable=True),
     Setting("upstream.ssh.client_key", Kind.PATH, None,
             "Private key the gateway logs in to the harness with (mode 0600).", PATH,
             nullable=True),

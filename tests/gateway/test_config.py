@@ -102,6 +102,22 @@ audit: {{journal: false}}
     cfg.require_upstream()
 
 
+@pytest.mark.parametrize("kind", ["rsa", "ecdsa"])
+def test_harness_host_key_of_any_openssh_type(tmp_path: Path, kind: str) -> None:
+    """The terminal pins an Ed25519 gateway key; the harness's sshd may have any key."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    key = (rsa.generate_private_key(65537, 2048) if kind == "rsa"
+           else ec.generate_private_key(ec.SECP384R1()))
+    line = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                         serialization.PublicFormat.OpenSSH).decode()
+    cfg = c.load_config(_write(tmp_path, f"upstream:\n  ssh:\n    host: h.example\n"
+                                         f"    host_key: \"{line} harness\"\n"
+                                         "    client_key: k\n"))
+    assert cfg.upstream.ssh.host_key == f"{line} harness"
+
+
 def test_command_upstream(tmp_path: Path) -> None:
     cfg = c.load_config(_write(tmp_path, "upstream:\n  command: [/usr/bin/bash, -l]\n"))
     assert cfg.upstream.kind == "command"
