@@ -37,6 +37,8 @@ bench: deps
 	$(PYTHON) tests/bench/build_bench.py
 	$(PYTHON) tests/bench/attest_bench.py
 	$(PYTHON) tests/bench/lynis_bench.py
+	$(PYTHON) tests/bench/ssh_lib_bench.py
+	$(PYTHON) tests/bench/gateway_bench.py
 
 clean:
 	rm -rf build out bench-results.json

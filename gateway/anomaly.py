@@ -112,16 +112,10 @@ def _mixed(run: bytes) -> bool:
 
 def dense_bytes(data: bytes) -> int:
     """Bytes of ``data`` in base64- or hex-looking runs (escape sequences removed)."""
-    text = _ANSI.sub(b"", data)
-    n = 0
-    for line in text.splitlines():
-        stripped = line.strip()
-        for rx in (_B64_LINE, _HEX_LINE):
-            found = sum(len(m.group(0)) for m in rx.finditer(stripped)
-                        if rx is _HEX_LINE or _mixed(m.group(0)))
-            if found:
-                n += found
-                break
+    text = _ANSI.sub(b"", data) if b"\x1b" in data else data
+    n = sum(len(m.group(0)) for m in _B64_LINE.finditer(text) if _mixed(m.group(0)))
+    if not n:
+        n = sum(len(m.group(0)) for m in _HEX_LINE.finditer(text))
     return min(n, len(data))
 
 
@@ -136,8 +130,9 @@ class SessionMetrics:
         self._burst: deque[tuple[float, int]] = deque()
         self._gaps: deque[float] = deque(maxlen=50)
         self._out: deque[tuple[float, int]] = deque()   # (time, bytes) for 10 minutes
-        self._out_10s = 0
-        self._out_10s_from = 0
+        self._out_sum = 0
+        self._out10: deque[tuple[float, int]] = deque()  # the same for 10 seconds
+        self._out10_sum = 0
         self._dense: deque[tuple[int, int]] = deque()   # (bytes, dense bytes)
         self._dense_total = [0, 0]
         self.peak: dict[str, float] = {"keys_per_second": 0, "burst_keys": 0,
@@ -167,11 +162,16 @@ class SessionMetrics:
         n = len(data)
         self.output_bytes += n
         self._out.append((now, n))
+        self._out10.append((now, n))
+        self._out_sum += n
+        self._out10_sum += n
         while self._out and now - self._out[0][0] > SCRAPE_WINDOW:
-            self._out.popleft()
-        recent = sum(b for t, b in self._out if now - t <= 10.0)
-        self.peak["output_rate_peak"] = max(self.peak["output_rate_peak"],
-                                            recent / 10.0 if now - self.started >= 10 else 0)
+            self._out_sum -= self._out.popleft()[1]
+        while self._out10 and now - self._out10[0][0] > 10.0:
+            self._out10_sum -= self._out10.popleft()[1]
+        if now - self.started >= 10:
+            self.peak["output_rate_peak"] = max(self.peak["output_rate_peak"],
+                                                self._out10_sum / 10.0)
         d = dense_bytes(data)
         self._dense.append((n, d))
         self._dense_total[0] += n
@@ -185,7 +185,9 @@ class SessionMetrics:
         gaps = sorted(self._gaps)
         rate_10m = 0.0
         if now - self.started >= SCRAPE_WINDOW:
-            rate_10m = sum(b for t, b in self._out if now - t <= SCRAPE_WINDOW) / SCRAPE_WINDOW
+            while self._out and now - self._out[0][0] > SCRAPE_WINDOW:
+                self._out_sum -= self._out.popleft()[1]
+            rate_10m = self._out_sum / SCRAPE_WINDOW
         total, dense = self._dense_total
         return {
             "keys_per_second": float(self.peak["keys_per_second"]),

@@ -26,6 +26,7 @@ daily total stops it after 64 MiB (16 working days for 1 GiB).
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -93,7 +94,9 @@ class DailyTotal:
         self.day = utc_day(wall())
         self.known = add_output(user, self.day, 0)     # today's total so far
         self.pending = 0
+        self.writing = 0                    # taken from pending, not yet in the store
         self._carry: list[tuple[str, int]] = []
+        self._lock = threading.Lock()
 
     def _roll(self) -> None:
         day = utc_day(self._wall())
@@ -102,26 +105,41 @@ class DailyTotal:
             self.day, self.known, self.pending = day, 0, 0
 
     def remaining(self) -> int:
-        self._roll()
-        return max(0, self.daily - self.known - self.pending)
+        with self._lock:
+            self._roll()
+            return max(0, self.daily - self.known - self.pending - self.writing)
 
     def add(self, n: int) -> None:
-        self._roll()
-        self.pending += n
+        with self._lock:
+            self._roll()
+            self.pending += n
 
     def flush(self) -> int:
-        """Write the pending bytes (blocking: call through asyncio.to_thread)."""
-        self._roll()
-        carry, self._carry = self._carry, []
-        for day, n in carry:
-            self._add(self.user, day, n)
-        n, self.pending = self.pending, 0
-        self.known = self._add(self.user, self.day, n)
-        return self.known
+        """Write the pending bytes (blocking: call through asyncio.to_thread; the event
+        loop may add() meanwhile)."""
+        with self._lock:
+            self._roll()
+            carry, self._carry = self._carry, []
+            day, n, self.pending = self.day, self.pending, 0
+            self.writing += n
+        try:
+            for cday, cn in carry:
+                self._add(self.user, cday, cn)
+            total = self._add(self.user, day, n)
+        except BaseException:
+            with self._lock:                # not written: count it as pending again
+                self.pending += n
+                self.writing -= n
+            raise
+        with self._lock:
+            self.writing -= n
+            if day == self.day:
+                self.known = total
+        return total
 
     @property
     def used_share(self) -> float:
-        return min(1.0, (self.known + self.pending) / self.daily)
+        return min(1.0, (self.known + self.pending + self.writing) / self.daily)
 
 
 class OutputBudget:
@@ -135,6 +153,8 @@ class OutputBudget:
         self._sleep = sleep
         self._on_throttle = on_throttle
         self._last_flush = bucket.clock()
+        self._flushing: asyncio.Task[None] | None = None
+        self.flush_error: Exception | None = None
         self.throttled_seconds = 0.0
 
     async def send(self, data: bytes, write: Callable[[bytes], Awaitable[None]]) -> bool:
@@ -160,14 +180,29 @@ class OutputBudget:
             await write(bytes(view[:n]))
             view = view[n:]
             if self.bucket.clock() - self._last_flush >= FLUSH_SECONDS:
-                await self._flush()
+                self._flush_soon()
         if self.daily.remaining() <= 0:
             await self._flush()
             return self.daily.remaining() > 0
         return True
 
+    def _flush_soon(self) -> None:
+        """Write the daily total in the background: the output path never waits on the
+        store (the total held here already counts what is pending)."""
+        self._last_flush = self.bucket.clock()
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.get_running_loop().create_task(self._flush_quietly())
+
+    async def _flush_quietly(self) -> None:
+        try:
+            await asyncio.to_thread(self.daily.flush)
+        except Exception as exc:  # the next flush retries; the session's end reports it
+            self.flush_error = exc
+
     async def _flush(self) -> None:
         self._last_flush = self.bucket.clock()
+        if self._flushing is not None and not self._flushing.done():
+            await self._flushing
         await asyncio.to_thread(self.daily.flush)
 
     async def close(self) -> None:

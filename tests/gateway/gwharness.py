@@ -87,7 +87,7 @@ class Sshd:
     proc: subprocess.Popen[bytes]
 
     @classmethod
-    def start(cls, base: Path) -> Sshd:
+    def start(cls, base: Path, extra: str = "") -> Sshd:
         require(("sshd",), need_root=True)
         d = base / "sshd"
         d.mkdir(parents=True)
@@ -102,7 +102,7 @@ class Sshd:
             "PubkeyAuthentication yes\nPermitRootLogin prohibit-password\nStrictModes no\n"
             "PrintMotd no\nPrintLastLog no\nAllowTcpForwarding no\nX11Forwarding no\n"
             "AllowAgentForwarding no\nPermitUserEnvironment no\nLogLevel ERROR\n"
-            "AcceptEnv none\n")
+            "AcceptEnv none\n" + extra)
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
         with open(d / "sshd.log", "wb") as log:
             proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(d / "sshd_config")],
