@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 from builder.errors import InputError
 from builder.profile import validators as v
+from builder.profile.settings import group_children as _group_children
+from builder.profile.settings import is_group as _is_group
 from builder.profile.yamlpos import Map, Scalar, Seq, YNode, load_yaml, type_name
 
 if TYPE_CHECKING:
@@ -98,34 +100,40 @@ def _plain_number(x: float) -> str:
 _DURATION = re.compile(r"([0-9]{1,9})(ms|s|m|h|d)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _SIZE = re.compile(r"([0-9]{1,12})(B|KiB|MiB|GiB|TiB)")
-_SIZE_UNITS = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
+_SIZE_UNITS: dict[str, float] = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30,
+                                 "TiB": 1 << 40}
+
+
+def _parse(text: str, pattern: re.Pattern[str], units: dict[str, float]) -> float | None:
+    m = pattern.fullmatch(text)
+    return int(m.group(1)) * units[m.group(2)] if m else None
+
+
+def _format(value: float, units: dict[str, float], smallest: str) -> str:
+    """The largest unit that writes ``value`` as a whole number."""
+    for unit, size in sorted(units.items(), key=lambda u: -u[1]):
+        n = value / size
+        if n >= 1 and float(n).is_integer():
+            return f"{int(n)}{unit}"
+    return f"{round(value / units[smallest])}{smallest}"
 
 
 def parse_duration(text: str) -> float | None:
     """Seconds for ``30s`` etc.; None if malformed."""
-    m = _DURATION.fullmatch(text)
-    return int(m.group(1)) * _DURATION_UNITS[m.group(2)] if m else None
+    return _parse(text, _DURATION, _DURATION_UNITS)
 
 
 def format_duration(seconds: float) -> str:
-    for unit in ("d", "h", "m", "s"):
-        n = seconds / _DURATION_UNITS[unit]
-        if n >= 1 and float(n).is_integer():
-            return f"{int(n)}{unit}"
-    return f"{round(seconds * 1000)}ms"
+    return _format(seconds, _DURATION_UNITS, "ms")
 
 
 def parse_size(text: str) -> int | None:
-    m = _SIZE.fullmatch(text)
-    return int(m.group(1)) * _SIZE_UNITS[m.group(2)] if m else None
+    value = _parse(text, _SIZE, _SIZE_UNITS)
+    return None if value is None else int(value)
 
 
 def format_size(nbytes: float) -> str:
-    for unit in ("TiB", "GiB", "MiB", "KiB"):
-        n = nbytes / _SIZE_UNITS[unit]
-        if n >= 1 and float(n).is_integer():
-            return f"{int(n)}{unit}"
-    return f"{int(nbytes)}B"
+    return _format(nbytes, _SIZE_UNITS, "B")
 
 
 def _postgres_url(value: str) -> bool:
@@ -302,19 +310,11 @@ BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}
 
 
 def group_children(prefix: str, table: tuple[Setting, ...] = SETTINGS) -> list[str]:
-    names: list[str] = []
-    for s in table:
-        if prefix and not s.key.startswith(prefix + "."):
-            continue
-        rest = s.key[len(prefix) + 1:] if prefix else s.key
-        head = rest.split(".", 1)[0]
-        if head not in names:
-            names.append(head)
-    return names
+    return _group_children(prefix, table)
 
 
 def is_group(key: str, table: tuple[Setting, ...] = SETTINGS) -> bool:
-    return any(s.key.startswith(key + ".") for s in table)
+    return _is_group(key, table)
 
 
 # -- the typed result ---------------------------------------------------------------------

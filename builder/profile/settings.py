@@ -8,9 +8,10 @@ Groups such as "kernel" or "kernel.modules" are implied by the dotted keys.
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, Protocol
 
 from builder.profile import validators as v
 
@@ -200,7 +201,14 @@ MERGE_RULES: tuple[str, ...] = (
 )
 
 
-def group_children(prefix: str, table: tuple[Setting, ...] = SETTINGS) -> list[str]:
+class Keyed(Protocol):
+    """Anything with a dotted ``key``: a Setting here, or gateway.config's."""
+
+    @property
+    def key(self) -> str: ...
+
+
+def group_children(prefix: str, table: Sequence[Keyed] = SETTINGS) -> list[str]:
     """Names allowed directly under the group `prefix` ("" is the top level)."""
     names: list[str] = []
     for s in table:
@@ -213,7 +221,7 @@ def group_children(prefix: str, table: tuple[Setting, ...] = SETTINGS) -> list[s
     return names
 
 
-def is_group(key: str, table: tuple[Setting, ...] = SETTINGS) -> bool:
+def is_group(key: str, table: Sequence[Keyed] = SETTINGS) -> bool:
     return any(s.key.startswith(key + ".") for s in table)
 
 
