@@ -7,7 +7,7 @@ Two kinds (``upstream`` in gateway.yaml, exactly one):
   mismatch fails the session; nothing is learnt on first use). A PTY is requested
   with the terminal's type and size, then a shell; no forwarding of any kind.
 - ``command``: a local command started on a new PTY in its own session, for labs
-  whose harness has no SSH (the upstream account is passed as ``AUDITBOX_UPSTREAM_USER``).
+  whose harness has no SSH (the upstream account is passed as ``AUDITBOX_USER``).
 
 Both give the same small interface: ``read()`` (bytes, b"" at the end), ``write()``,
 ``resize()``, ``close()``, ``exit_status``. ``read`` takes at most ``READ_SIZE`` bytes
@@ -125,7 +125,7 @@ class CommandUpstream:
         master, slave = os.openpty()
         _set_size(slave, cols, rows)
         os.set_blocking(master, False)
-        env = {"TERM": term, "AUDITBOX_UPSTREAM_USER": user,
+        env = {"TERM": term, "AUDITBOX_USER": user,
                "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",
                "HOME": os.environ.get("HOME", "/")}
 

@@ -48,17 +48,27 @@ def _on_session(request: Callable[[paramiko.Channel], Any]) -> Callable[[paramik
     return action
 
 
-def _agent(ch: paramiko.Channel) -> bool:
-    ch.request_forward_agent(lambda c: None)
-    return False     # no reply is asked for: the audit entry is the evidence
+def _request(ch: paramiko.Channel, name: str, *strings: str) -> None:
+    """A channel request that asks for a reply (paramiko's own env and agent requests
+    do not): raises SSHException when the gateway answers failure."""
+    m = paramiko.Message()
+    m.add_byte(paramiko.common.cMSG_CHANNEL_REQUEST)
+    m.add_int(ch.remote_chanid)
+    m.add_string(name)
+    m.add_boolean(True)
+    for text in strings:
+        m.add_string(text)
+    ch._event_pending()
+    ch.transport._send_user_message(m)
+    ch._wait_for_event()
 
 
 _exec = _on_session(lambda ch: ch.exec_command("id"))
 _scp = _on_session(lambda ch: ch.exec_command("scp -t /tmp"))
 _sftp = _on_session(lambda ch: ch.invoke_subsystem("sftp"))
-_env = _on_session(lambda ch: ch.set_environment_variable("LC_EVIL", "1") or False)
+_env = _on_session(lambda ch: _request(ch, "env", "LC_EVIL", "1"))
 _x11 = _on_session(lambda ch: ch.request_x11())
-_agent_fwd = _on_session(_agent)
+_agent_fwd = _on_session(lambda ch: _request(ch, "auth-agent-req@openssh.com"))
 _second_control = _on_session(lambda ch: ch.invoke_subsystem(protocol.SUBSYSTEM))
 
 
