@@ -6,6 +6,7 @@ imports only those, the standard library and ``attestation``.
 Log-in, attest, open the PTY session::
 
     link = GatewayLink("192.0.2.10", 22, "ssh-ed25519 AAAAC3Nza...")
+    link.connect()                                   # optional: TCP, kex, pinned key check
     link.login("alice", password, code)              # AuthError subclasses on refusal
     accepted = link.attest(BackendAgent(backend))    # AttestationRefused(step, message)
     shell = link.open_shell("xterm-256color", 80, 24)  # a paramiko Channel
@@ -21,10 +22,17 @@ create``)::
     enrolled = link.enroll(BackendAgent(backend), token)   # -> Enrolled
     link.close()
 
+``connect()`` may be called early (while the auditor is still typing); ``login`` and
+``enroll_login`` reuse the connection. ``password`` and ``code`` may be callables
+``() -> str``: each is called when the gateway sends its prompt (so the password is
+checked while the code is being typed); they may block.
+
 After ``attest`` a background thread serves the control channel: it answers every
 re-attestation challenge through the agent, and calls ``on_lock(message, target)``,
-``on_notice(code, message)`` and ``on_refused(step, message)`` (set them before
-``attest``); the gateway then ends the session, so the shell channel closes.
+``on_notice(code, message)``, ``on_refused(step, message)`` and, when the control
+channel ends without either verdict (gateway restart, network drop),
+``on_closed(reason)`` (set them before ``attest``; they run in that thread). After a
+lock or a refusal the gateway ends the session, so the shell channel closes too.
 ``send_alert(kind, detail)`` reports a local alert to the gateway.
 
 An *agent* is any object with ``device_id``, ``mode`` (``tpm2``/``soft``),
@@ -126,6 +134,9 @@ class AttestationRefused(LinkError):
         self.message = message
 
 
+Answer = str | Callable[[], str]
+
+
 class Agent(Protocol):
     device_id: str
     mode: str
@@ -191,6 +202,8 @@ class GatewayLink:
         self.on_lock: Callable[[str, str], None] = lambda message, target: None
         self.on_notice: Callable[[str, str], None] = lambda code, message: None
         self.on_refused: Callable[[str, str], None] = lambda step, message: None
+        self.on_closed: Callable[[str], None] = lambda reason: None
+        self._verdict = False
         self.transport: paramiko.Transport | None = None
         self._control: paramiko.Channel | None = None
         self._reader = FrameReader()
@@ -202,7 +215,11 @@ class GatewayLink:
         self._shell: paramiko.Channel | None = None
 
     # -- transport and authentication ----------------------------------------------------
-    def _connect(self) -> paramiko.Transport:
+    def connect(self) -> paramiko.Transport:
+        """TCP, key exchange and the pinned host key check; no authentication. Idempotent:
+        a second call returns the same transport."""
+        if self.transport is not None and self.transport.is_active():
+            return self.transport
         try:
             sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
         except OSError as exc:
@@ -228,8 +245,8 @@ class GatewayLink:
         self.transport = t
         return t
 
-    def _kbdint(self, user: str, answers: dict[str, str]) -> None:
-        t = self._connect()
+    def _kbdint(self, user: str, answers: dict[str, Answer]) -> None:
+        t = self.connect()
         error: list[tuple[str, str]] = []
 
         def handler(title: str, instructions: str,
@@ -243,7 +260,8 @@ class GatewayLink:
             for prompt, _echo in prompts:
                 if prompt not in answers:
                     raise ProtocolError(f"unexpected prompt {prompt!r}")
-                out.append(answers[prompt])
+                answer = answers[prompt]
+                out.append(answer() if callable(answer) else answer)
             return out
 
         try:
@@ -261,8 +279,9 @@ class GatewayLink:
             self.close()
             raise AuthError("the gateway refused the log-in")
 
-    def login(self, user: str, password: str, code: str) -> None:
-        """Keyboard-interactive: password, then one-time code."""
+    def login(self, user: str, password: Answer, code: Answer) -> None:
+        """Keyboard-interactive: password, then one-time code (strings, or callables
+        asked when the gateway sends the prompt)."""
         self._kbdint(user, {"Password: ": password, "One-time code: ": code})
 
     def enroll_login(self, token: str) -> None:
@@ -372,6 +391,8 @@ class GatewayLink:
             while True:
                 msg = self._next(None)
                 if msg is None:
+                    if not self._verdict:
+                        self.on_closed("the gateway closed the connection")
                     return
                 typ = msg["type"]
                 if typ == "challenge":
@@ -379,16 +400,23 @@ class GatewayLink:
                     with contextlib.suppress(LinkError):
                         self._answer(self._agent, msg)
                 elif typ == "locked":
+                    self._verdict = True
                     self.on_lock(msg["message"], msg["target"])
                 elif typ == "notice":
                     self.on_notice(msg["code"], msg["message"])
                 elif typ == "refused":
+                    self._verdict = True
                     self.last_refusal = (msg["step"], msg["message"])
                     self.on_refused(msg["step"], msg["message"])
                 elif typ != "accepted":
                     raise ProtocolError(f"unexpected {typ} during the session")
-        except LinkError as exc:
+        except ProtocolError as exc:
+            self._verdict = True
             self.on_refused("protocol", str(exc))
+            self.close()
+        except LinkError as exc:
+            if not self._verdict:
+                self.on_closed(str(exc))
             self.close()
 
     def send_alert(self, kind: str, detail: str) -> None:

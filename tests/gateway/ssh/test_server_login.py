@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import paramiko
@@ -107,3 +108,52 @@ def test_terminal_refuses_another_host_key(world: World, tmp_path_factory: pytes
     # and the pinned key must be an ssh-ed25519 line
     with pytest.raises(LinkError):
         GatewayLink("127.0.0.1", world.port, "ssh-rsa AAAAB3NzaC1yc2E=")
+
+
+def test_connect_early_and_answers_asked_when_prompted(world: World) -> None:
+    acc = world.add_user()
+    asked: list[str] = []
+    link = world.link()
+    t = link.connect()                                   # before anything is typed
+    assert link.connect() is t and not t.is_authenticated()
+
+    def password() -> str:
+        asked.append("password")
+        return acc.password
+
+    def code() -> str:
+        asked.append("code")
+        return acc.code()
+
+    link.login(acc.name, password, code)
+    assert asked == ["password", "code"] and link.transport is t
+    link.close()
+    # a wrong password: the code is never asked for
+    asked.clear()
+    with pytest.raises(BadPassword):
+        world.link().login(acc.name, lambda: "wrong-" + acc.password, code)
+    assert asked == []
+
+
+def test_on_closed_when_the_gateway_goes_away(world: World) -> None:
+    agent = world.enroll_soft("closed")
+    acc = world.add_user()
+    link = world.link()
+    closed: list[str] = []
+    verdicts: list[str] = []
+    done = threading.Event()
+    link.on_closed = lambda reason: (closed.append(reason), done.set())
+    link.on_refused = lambda step, message: verdicts.append(step)
+    link.on_lock = lambda message, target: verdicts.append("locked")
+    link.login(acc.name, acc.password, acc.code())
+    link.attest(agent)
+    chan = link.open_shell()
+    chan.send(b"echo up\n")
+    read_until(chan, b"up")
+    world.stop()                                       # SIGTERM: the gateway shuts down
+    try:
+        assert done.wait(15) and closed and verdicts == []
+        assert b"the gateway is shutting down" in read_until(chan, b"shutting down")
+    finally:
+        link.close()
+        world.start()
