@@ -153,7 +153,7 @@ class Attester:
     # -- log-in ------------------------------------------------------------------------------------
     async def login(self, ctrl: ControlChannel, user: str, session_id: bytes,
                     is_locked: Callable[[str | None], Awaitable[tuple[str, str] | None]],
-                    ) -> Device:
+                    session: str | None = None) -> Device:
         """hello -> (lock check) -> challenge -> evidence -> verified; returns the device.
         ``is_locked(device_id)`` gives (message, target kind) when a lock applies."""
         hello = await ctrl.recv("hello", timeout=self.cfg.attestation.hello_timeout,
@@ -178,7 +178,7 @@ class Attester:
         if locked is not None:
             raise LockedError(*locked)
         nonce, evidence = await self.challenge(ctrl)
-        await self.check(device, nonce, evidence, session_id, None, user)
+        await self.check(device, nonce, evidence, session_id, session, user)
         return device
 
     async def reattest(self, ctrl: ControlChannel, device_id: str, session_id: bytes,

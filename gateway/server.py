@@ -44,7 +44,7 @@ from .enrollment import token_hash
 from .images import load_trusted_keys
 from .live import Registry
 from .lockwatch import LockWatcher
-from .session import PtySession, Who
+from .session import PtySession, Who, new_session_id
 from .store import open_store
 from .store.base import Alert, Store, StoreError, User
 
@@ -177,6 +177,7 @@ class Connection(asyncssh.SSHServer):
         self.pty: PtySession | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
         self.closing = False
+        self.session_name: str | None = None
 
     # -- accept -------------------------------------------------------------------------------
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
@@ -295,6 +296,8 @@ class Connection(asyncssh.SSHServer):
         return False
 
     def auth_completed(self) -> None:
+        # the session's id exists from here, so attestations are filed under it
+        self.session_name = new_session_id(time.time())
         limit = self.svc.cfg.attestation.hello_timeout + self.svc.cfg.attestation.deadline + 5
         self.spawn(self._admission_deadline(limit))
 
@@ -353,7 +356,8 @@ class Connection(asyncssh.SSHServer):
         user = self.user.name
         try:
             device = await self.svc.attester.login(
-                ctrl, user, self.session_id, lambda dev: self.svc.lock_for(user, dev))
+                ctrl, user, self.session_id, lambda dev: self.svc.lock_for(user, dev),
+                self.session_name)
         except ControlError as exc:
             ctrl.refuse(exc.step, exc.message)
             self.close(CLOSE_DELAY)
@@ -374,7 +378,7 @@ class Connection(asyncssh.SSHServer):
                 return
             try:
                 await self.svc.attester.reattest(ctrl, device.device_id, self.session_id,
-                                                 self.pty.id if self.pty else "-", user)
+                                                 self.session_name or "-", user)
             except ControlError as exc:
                 ctrl.refuse(exc.step, exc.message)
                 await self.end(f"auditbox: refused at re-attestation ({exc.step}): "
@@ -386,8 +390,7 @@ class Connection(asyncssh.SSHServer):
 
         def write() -> None:
             self.svc.store.add_alert(Alert(time.time(), f"terminal:{kind}", "warning", "alert",
-                                           detail, who, self.device_id,
-                                           self.pty.id if self.pty else None))
+                                           detail, who, self.device_id, self.session_name))
             self.svc.auditor.log("terminal.alert", who, kind=kind, detail=detail,
                                  device_id=self.device_id)
 
@@ -434,7 +437,8 @@ class Connection(asyncssh.SSHServer):
         who = Who(user.name, user.upstream_user, self.device_id, self.peer, break_glass,
                   self.svc.replica)
         self.pty = PtySession(self.svc.cfg, self.svc.store, self.svc.auditor, self.svc.registry,
-                              who, chan, term, cols, rows, self.notify, self.close)
+                              who, chan, term, cols, rows, self.notify, self.close,
+                              self.session_name)
         if sc.early:
             self.pty.data_received(sc.early)
             sc.early = b""

@@ -66,14 +66,14 @@ class PtySession:
     def __init__(self, cfg: Config, store: Store, auditor: Auditor, registry: Registry,
                  who: Who, chan: asyncssh.SSHServerChannel[bytes], term: str, cols: int, rows: int,
                  notify: Callable[[dict[str, Any]], None],
-                 disconnect: Callable[[], None]) -> None:
+                 disconnect: Callable[[], None], session_id: str | None = None) -> None:
         self.cfg, self.store, self.auditor, self.registry = cfg, store, auditor, registry
         self.who, self.chan, self.term, self.cols, self.rows = who, chan, term, cols, rows
         self.notify = notify                 # a control message to the terminal, if any
         self.disconnect = disconnect
         self.now = time.monotonic
         self.started = time.time()
-        self.id = new_session_id(self.started)
+        self.id = session_id or new_session_id(self.started)
         self.writable = asyncio.Event()
         self.writable.set()
         self.upstream: Upstream | None = None

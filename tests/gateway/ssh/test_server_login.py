@@ -52,6 +52,11 @@ def test_login_password_totp_and_command_output_through_the_relay(world: World) 
         link.close()
     events = [e.event for e in world.audit_events()]
     assert "login.ok" in events and "login.attested" in events and "session.start" in events
+    # the attestation is filed under the session it admitted
+    start = world.audit_events("session.start")[-1].data
+    with world.store() as s:
+        history = s.attestation_history(start["device_id"])
+    assert history[0].result == "ok" and history[0].session_id == start["session"]
 
 
 def test_wrong_password(world: World) -> None:
