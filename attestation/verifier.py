@@ -1,4 +1,4 @@
-"""The verifier: checks evidence in exactly the order ATTESTATION.md lists.
+"""The verifier: checks evidence in exactly the order docs/attestation.md lists.
 
 Steps (``VerificationError.step``), first failure wins:
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 from pathlib import Path
@@ -10,7 +11,6 @@ from builder import __version__
 from builder.progress import BuildLog
 
 PACKAGE = "auditbox-terminal"
-REPO = Path(__file__).resolve().parent.parent
 PY_DIR = "usr/lib/auditbox/python"
 DEPENDS = "python3 (>= 3.11), python3-cryptography, python3-paramiko, tpm2-tools"
 COMMANDS = {
@@ -27,7 +27,9 @@ sys.exit({func}())
 
 
 def _copy_package(name: str, dest: Path) -> None:
-    shutil.copytree(REPO / name, dest / name,
+    """Copy the installed package `name` (a checkout's or a wheel's) into dest."""
+    source = Path(str(importlib.import_module(name).__file__)).parent
+    shutil.copytree(source, dest / name,
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".*"))
 
 

@@ -1,20 +1,16 @@
-"""Render jinja2 templates from overlays/ (StrictUndefined) and write planned files into a tree."""
+"""Render jinja2 templates from overlays/ (StrictUndefined)."""
 
 from __future__ import annotations
 
-import os
 from functools import cache
-from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jinja2
 
+from builder import paths
 from builder.errors import BuildError
 
-if TYPE_CHECKING:
-    from builder.plan import PlannedFile
-
-OVERLAYS_DIR = Path(__file__).resolve().parent.parent / "overlays"
+OVERLAYS_DIR = paths.OVERLAYS
 
 
 @cache
@@ -35,29 +31,3 @@ def render(template: str, **context: Any) -> str:
         return environment().get_template(template).render(**context)
     except jinja2.TemplateError as exc:
         raise BuildError(f"overlay {template}: {exc}") from exc
-
-
-def target_path(root: Path, path: PurePosixPath) -> Path:
-    """Map an absolute in-image path onto root, refusing anything that escapes it."""
-    if not path.is_absolute() or ".." in path.parts:
-        raise BuildError(f"refusing to write outside the image: {path}")
-    dest = root.joinpath(*path.parts[1:])
-    # refuse symlinked parents that point outside the tree
-    parent = dest.parent
-    while parent != root and not parent.exists():
-        parent = parent.parent
-    if not parent.resolve().is_relative_to(root.resolve()):
-        raise BuildError(f"refusing to write through a symlink leaving the image: {path}")
-    return dest
-
-
-def write_files(root: Path, files: list[PlannedFile]) -> None:
-    for f in files:
-        dest = target_path(root, f.path)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if dest.is_symlink():
-            dest.unlink()
-        tmp = dest.with_name(f".{dest.name}.auditbox-tmp")
-        tmp.write_bytes(f.content)
-        os.chmod(tmp, f.mode)
-        os.replace(tmp, dest)

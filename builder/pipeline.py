@@ -17,7 +17,8 @@ from builder import __version__, bootstrap, debpkg, disk, initrd, outputs, tree
 from builder.authenticode import authenticode_sha256
 from builder.cache import sha256_file
 from builder.chroot import chroot_run, remove_tree
-from builder.plan import BuildPlan, make_plan
+from builder.plan import BuildPlan
+from builder.planner import make_plan
 from builder.profile import load_profile, profile_to_dict
 from builder.progress import BuildLog
 from builder.sbom import sbom

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from builder.chroot import chroot_run
 from builder.errors import BuildError
 from builder.modules import ModuleSelection
-from builder.overlay import write_files
-from builder.plan import BuildPlan
+from builder.plan import BuildPlan, PlannedFile
 from builder.progress import BuildLog
 
 DOC_DIRS = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/lintian",
@@ -35,6 +34,33 @@ def create_users(log: BuildLog, root: Path, plan: BuildPlan) -> None:
         chroot_run(log, root, [*argv, user.name], what=f"useradd {user.name}")
     # root cannot log in anywhere: password locked, no valid hash
     chroot_run(log, root, ["usermod", "--lock", "root"], what="lock root")
+
+
+def target_path(root: Path, path: PurePosixPath) -> Path:
+    """Map an absolute in-image path onto root, refusing anything that escapes it."""
+    if not path.is_absolute() or ".." in path.parts:
+        raise BuildError(f"refusing to write outside the image: {path}")
+    dest = root.joinpath(*path.parts[1:])
+    # refuse symlinked parents that point outside the tree
+    parent = dest.parent
+    while parent != root and not parent.exists():
+        parent = parent.parent
+    if not parent.resolve().is_relative_to(root.resolve()):
+        raise BuildError(f"refusing to write through a symlink leaving the image: {path}")
+    return dest
+
+
+def write_files(root: Path, files: list[PlannedFile]) -> None:
+    """Write each planned file atomically (temp file, chmod, rename) under root."""
+    for f in files:
+        dest = target_path(root, f.path)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if dest.is_symlink():
+            dest.unlink()
+        tmp = dest.with_name(f".{dest.name}.auditbox-tmp")
+        tmp.write_bytes(f.content)
+        os.chmod(tmp, f.mode)
+        os.replace(tmp, dest)
 
 
 def write_plan_files(root: Path, plan: BuildPlan) -> None:

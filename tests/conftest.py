@@ -6,6 +6,7 @@ missing, except in CI (CI=true), where a missing tool is a failure, never a skip
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -16,6 +17,8 @@ import pytest
 
 from tests.images import BuiltImage, build_image
 from tests.machine import Machine
+from tests.rundir import ENV as RUN_DIR_ENV
+from tests.rundir import run_dir
 from tests.testinfra_backend import machine_host
 from tests.testinfra_backend import tree_host as make_tree_host
 from tests.tools import BUILD_TOOLS, VM_TOOLS, require
@@ -28,6 +31,13 @@ OTHER_PORT = 2223       # a port the egress filter must keep closed
 # extra devices the attack tests use: USB controller, a parallel port, two display outputs
 TEST_VM_DEVICES = ["-device", "qemu-xhci,id=xhci", "-parallel", "null",
                    "-device", "virtio-gpu-pci,max_outputs=2"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # a run directory given by make test is locked from the start, so that another run's
+    # pruning never takes it before the first image is built into it
+    if os.environ.get(RUN_DIR_ENV):
+        run_dir()
 
 
 @pytest.fixture(scope="session")

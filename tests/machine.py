@@ -27,8 +27,9 @@ import socket
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from builder.qemu import QemuVM, VMConfig
 from tests.rundir import logs_dir
@@ -36,6 +37,25 @@ from tests.rundir import logs_dir
 DEFAULT_TIMEOUT = 600.0
 USERNET_HOST = "10.0.2.2"   # QEMU user-net's host address; profiles' kiosk.gateway_host
 RELAY_HOST = "10.0.2.9"     # user-net's host alias when 10.0.2.2 is a guestfwd address
+T = TypeVar("T")
+
+
+def retry(attempt: Callable[[bool], T | None], timeout: float = DEFAULT_TIMEOUT,
+          interval: float = 1.0, what: str = "condition") -> T:
+    """Call attempt(last_try) every `interval` seconds until it returns something other
+    than None, and return that (the NixOS test driver's `retry`). The call made at the
+    deadline gets last_try=True, so it can raise with what it saw; if it still returns
+    None, MachineError names `what` and the timeout. An exception from attempt ends the
+    wait at once: raise one for states that will not get better (a failed unit)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        last_try = time.monotonic() >= deadline
+        result = attempt(last_try)
+        if result is not None:
+            return result
+        if last_try:
+            raise MachineError(f"{what}: not reached after {timeout:.0f}s")
+        time.sleep(max(0.0, min(interval, deadline - time.monotonic())))
 
 
 class MachineError(AssertionError):
@@ -61,7 +81,6 @@ class _SerialReader:
                 data = b""
             with self.cond:
                 if not data:
-                    self.buffer += b""
                     self.cond.notify_all()
                     self.closed = True
                     return
@@ -99,17 +118,18 @@ class _SerialReader:
 
 
 def _connect(path: Path, timeout: float = 30) -> socket.socket:
-    deadline = time.monotonic() + timeout
-    while True:
+    def attempt(last_try: bool) -> socket.socket | None:
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             s.connect(str(path))
             return s
         except OSError:
             s.close()
-            if time.monotonic() > deadline:
+            if last_try:
                 raise
-            time.sleep(0.1)
+            return None
+
+    return retry(attempt, timeout, interval=0.1, what=f"connect to {path}")
 
 
 class QMP:
@@ -199,9 +219,9 @@ class Machine:
         """Power the guest off cleanly and wait for QEMU to exit."""
         if self.is_up():
             self.execute("systemctl poweroff --no-block", timeout=30)
-            deadline = time.monotonic() + timeout
-            while self.is_up() and time.monotonic() < deadline:
-                time.sleep(0.5)
+            with contextlib.suppress(MachineError):   # stop() below ends it anyway
+                retry(lambda _last: True if not self.is_up() else None, timeout, 0.5,
+                      "QEMU exits after poweroff")
         self.stop()
 
     def console_text(self) -> str:
@@ -224,53 +244,56 @@ class Machine:
     def wait_for_shell(self, timeout: float = DEFAULT_TIMEOUT) -> None:
         if self._shell_ready:
             return
-        assert self.shell is not None
+        shell = self.shell
+        assert shell is not None
         token = secrets.token_hex(8)
-        deadline = time.monotonic() + timeout
-        while True:
-            start = len(self.shell.buffer)
+
+        def answered(last_try: bool) -> bool | None:
+            start = len(shell.buffer)
             # the marker is computed by the shell, so the tty's echo of this line never matches
-            self.shell.send(f"\nstty -echo -onlcr 2>/dev/null; echo READY-$((6*7))-{token}\n"
-                            .encode())
+            shell.send(f"\nstty -echo -onlcr 2>/dev/null; echo READY-$((6*7))-{token}\n"
+                       .encode())
             try:
-                self.shell.wait_for(re.compile(f"READY-42-{token}".encode()), start, 5)
-                break
+                shell.wait_for(re.compile(f"READY-42-{token}".encode()), start, 5)
+                return True
             except MachineError:
-                if time.monotonic() > deadline or not self.is_up():
+                if last_try or not self.is_up():
                     raise MachineError("the test shell on ttyS1 never answered") from None
+                return None
+
+        retry(answered, timeout, interval=0, what="the test shell on ttyS1")
         self._shell_ready = True
 
     def wait_for_unit(self, unit: str, timeout: float = DEFAULT_TIMEOUT) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            _rc, out = self.execute(f"systemctl is-active {unit}")
-            state = out.strip()
-            if state == "active":
-                return
+        def active(last_try: bool) -> bool | None:
+            state = self.execute(f"systemctl is-active {unit}")[1].strip()
             if state == "failed":
                 raise MachineError(f"unit {unit} failed")
-            if time.monotonic() > deadline:
+            if state != "active" and last_try:
                 raise MachineError(f"unit {unit} not active after {timeout:.0f}s ({state})")
-            time.sleep(1)
+            return True if state == "active" else None
+
+        retry(active, timeout, what=f"unit {unit}")
 
     def wait_until_succeeds(self, command: str, timeout: float = DEFAULT_TIMEOUT) -> str:
-        deadline = time.monotonic() + timeout
-        while True:
+        def succeeds(last_try: bool) -> str | None:
             rc, out = self.execute(command)
-            if rc == 0:
-                return out
-            if time.monotonic() > deadline:
+            if rc != 0 and last_try:
                 raise MachineError(f"{command!r} did not succeed in {timeout:.0f}s: {out}")
-            time.sleep(1)
+            return out if rc == 0 else None
+
+        return retry(succeeds, timeout, what=command)
 
     # commands ----------------------------------------------------------------------
     def run(self, command: str, timeout: float = 300) -> tuple[int, bytes, bytes]:
-        """Run command in the guest: (exit status, stdout, stderr)."""
+        """Run command in the guest: (exit status, stdout, stderr). It runs in a subshell
+        with `set -o pipefail` (as in the NixOS driver), so a failing stage of a pipeline
+        fails the command and an `exit` in it cannot end the test shell."""
         self.wait_for_shell()
         assert self.shell is not None
         token = secrets.token_hex(8)
         encoded = base64.b64encode(command.encode()).decode()
-        line = (f"{{ eval \"$(printf %s {encoded} | base64 -d)\"; }} </dev/null "
+        line = (f"( set -o pipefail; eval \"$(printf %s {encoded} | base64 -d)\" ) </dev/null "
                 f">/tmp/.ab-out 2>/tmp/.ab-err; __r=$?; echo \"<{token} $__r "
                 f"$(base64 -w0 </tmp/.ab-out) $(base64 -w0 </tmp/.ab-err) {token}>\"\n")
         start = len(self.shell.buffer)

@@ -80,13 +80,23 @@ def test_test_tree_has_the_test_channel(tree_host: Any) -> None:
         "/etc/systemd/system/multi-user.target.wants/auditbox-test-shell@ttyS1.service").exists
 
 
-def test_production_tree_has_no_test_channel(prod_tree_host: Any, prod_image: BuiltImage) -> None:
-    out = prod_tree_host.run("grep -rl 'TEST ONLY' /etc /usr/lib/systemd 2>/dev/null").stdout
-    assert out.strip() == ""
-    assert not prod_tree_host.file("/etc/systemd/system/serial-getty@ttyS0.service.d").exists
-    assert "test_access" not in json.dumps(
-        {k: v for k, v in prod_image.manifest["profile"].items() if k == "test_access" and any(
-            v.values())})
+TEST_MARKER = "grep -rl 'TEST ONLY' /etc /usr/lib/systemd"   # overlays/test/* carry it
+KIOSK_DROP_IN = "/etc/systemd/system/serial-getty@ttyS0.service.d"
+
+
+def test_production_tree_has_no_test_channel(prod_tree_host: Any, prod_image: BuiltImage,
+                                             tree_host: Any, test_image: BuiltImage) -> None:
+    # positive control: the same probes find the channel in the test tree
+    found = tree_host.run(TEST_MARKER)
+    assert found.rc == 0 and found.stdout.strip(), found.stdout + found.stderr
+    assert tree_host.file(KIOSK_DROP_IN).exists
+    assert any(test_image.manifest["profile"]["test_access"].values())
+    # grep exits 1 for "no match"; anything else (2: an error, 125-127: no chroot) is no answer
+    clean = prod_tree_host.run(TEST_MARKER)
+    assert clean.rc == 1 and clean.stdout == "", (clean.rc, clean.stdout, clean.stderr)
+    assert not prod_tree_host.file(KIOSK_DROP_IN).exists
+    assert not any(prod_image.manifest["profile"].get("test_access", {}).values())
+    assert tree_host.package("python3").is_installed      # the package probe answers
     assert not prod_tree_host.package("openssh-server").is_installed
 
 

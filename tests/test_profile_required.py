@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from builder.errors import InputError
-from builder.plan import make_plan
+from builder.planner import make_plan
 from builder.profile import load_profile
 from tests.clirun import run_main
 

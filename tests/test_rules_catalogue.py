@@ -17,19 +17,23 @@ import pytest
 from click.testing import CliRunner
 
 from builder.errors import InputError
+from builder.paths import DEFAULT_PROFILE
 from builder.plan import BuildPlan
+from builder.planner import make_plan
+from builder.profile import load_profile
 from builder.profile.model import Kiosk, Network, Origin, Profile
 from builder.profile.model import TestAccess as Access
 from builder.rules import Check, apply_rules, checks, describe, load_catalogue
 from builder.rules.catalogue import parse_rule
 from builder.rules.check import DirTree, HostTree, tree_of
-from builder.rules.defaults import DEFAULT_SELECTION
 from builder.rules.engine import selection
 from builder.rules.kinds import KINDS
 from builder.rules.results import load, record, run_and_record
 from tests.clirun import run_main
 from tests.plantree import materialize, run_static
 
+# the default selection: the shipped base profile's `rules:` (its one source)
+DEFAULT_SELECTION = tuple(load_profile(DEFAULT_PROFILE).rules)
 GATEWAY = "10.0.2.2"
 PORT = 2222
 
@@ -272,7 +276,9 @@ def test_test_profile_differs_only_by_lynis_and_its_ps() -> None:
     prod = plan_for(profile())
     p = profile(test_access=Access(root_shell_tty="ttyS1", kiosk_tty="ttyS0"))
     plan = plan_for(p)
-    assert set(plan.packages) - set(prod.packages) == {"lynis", "procps"}
+    # the test access (the planner), not the rule engine, brings the test-only packages
+    assert set(plan.packages) == set(prod.packages)
+    assert set(make_plan(p).packages) - set(make_plan(profile()).packages) == {"lynis", "procps"}
     assert "debug-shell.service" in plan.units_mask
     assert plan.cmdline == prod.cmdline and plan.units_mask == prod.units_mask
     gettys = _check(p, "no-other-vts:check_only1:no-other-gettys:vm")
@@ -650,8 +656,8 @@ def test_cli_list_and_show() -> None:
 def test_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from builder.commands import rules as cli
 
-    monkeypatch.setattr(cli, "DEFAULT_PROFILE", tmp_path / "absent.yaml")
     p = cli.resolve_profile(None)
+    assert p.source == DEFAULT_PROFILE
     results = {
         "sysctl-sysrq-off:sysctl.d:static": {"rule": "sysctl-sysrq-off", "where": "static",
                                              "passed": True, "detail": ""},
@@ -673,13 +679,11 @@ def test_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_default_profile_file_selects_every_control() -> None:
-    from builder.profile import load_profile
-
     root = Path(__file__).resolve().parents[1]
     prod = load_profile(root / "profiles" / "audit-laptop.yaml")
-    assert tuple(prod.rules) == DEFAULT_SELECTION
+    assert prod.source == DEFAULT_PROFILE and set(prod.rules) == set(load_catalogue())
     test = load_profile(root / "profiles" / "audit-laptop-test.yaml")
-    assert tuple(test.rules) == DEFAULT_SELECTION
+    assert tuple(test.rules) == tuple(prod.rules)
     prod_names = {c.name for c in checks(prod)}
     assert prod_names == {c.name for c in checks(test)}   # same checks, test values differ
 

@@ -1,6 +1,6 @@
 """Every static check of the rule catalogue against the built root trees.
 
-Fixtures from tests/conftest.py (the lead's): `tree_host` (testinfra Host of the TEST image's
+Fixtures from tests/conftest.py: `tree_host` (testinfra Host of the TEST image's
 extracted root tree) and `prod_tree_host` (the production image's). Results go to the check
 results file (tests/rundir.py: the run's check-results.json) for `auditbox report`.
 """

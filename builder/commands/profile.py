@@ -1,7 +1,5 @@
-"""`auditbox validate PROFILE` and `auditbox profile schema [--json]`.
-
-The lead adds `validate_cmd` and `profile_group` to the main CLI group.
-"""
+"""`auditbox validate PROFILE` and `auditbox profile schema [--json]` (registered in
+builder/cli.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +9,7 @@ from pathlib import Path
 import click
 
 from builder.errors import InputError, error_line
-from builder.plan import make_plan
+from builder.planner import make_plan
 from builder.profile import load_profile, schema_json, schema_text
 from builder.profile.model import Profile
 

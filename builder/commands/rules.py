@@ -1,7 +1,4 @@
-"""`auditbox rules list|show` and `auditbox report OUT`.
-
-The lead mounts `rules_group` and `report_cmd` in builder/cli.py.
-"""
+"""`auditbox rules list|show` and `auditbox report OUT` (registered in builder/cli.py)."""
 
 from __future__ import annotations
 
@@ -9,27 +6,23 @@ from pathlib import Path
 
 import click
 
+from builder import paths
 from builder.errors import InputError
 from builder.profile.model import Profile
 from builder.rules import describe, load_catalogue, rule_checks
-from builder.rules.defaults import DEFAULT_SELECTION
 from builder.rules.engine import selection
 from builder.rules.report import write_report
 from builder.rules.results import load
 
-DEFAULT_PROFILE = Path(__file__).resolve().parents[2] / "profiles" / "audit-laptop.yaml"
+DEFAULT_PROFILE = paths.DEFAULT_PROFILE
 
 
 def resolve_profile(path: Path | None) -> Profile:
-    """The given profile; else profiles/audit-laptop.yaml; else the default selection."""
+    """The given profile, else the shipped profiles/audit-laptop.yaml (its `rules:` is the
+    default selection)."""
     from builder.profile import load_profile
 
-    if path is not None:
-        return load_profile(path)
-    if DEFAULT_PROFILE.exists():
-        return load_profile(DEFAULT_PROFILE)
-    return Profile(name="default-selection", source=DEFAULT_PROFILE,
-                   rules=list(DEFAULT_SELECTION))
+    return load_profile(path if path is not None else DEFAULT_PROFILE)
 
 
 profile_option = click.option(

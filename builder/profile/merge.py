@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from builder import paths
 from builder.errors import InputError
 from builder.profile.settings import BY_KEY, Kind
 from builder.profile.yamlpos import Entry, Map, Scalar, Seq, YNode, load_yaml, type_name
@@ -18,7 +19,7 @@ from builder.profile.yamlpos import Entry, Map, Scalar, Seq, YNode, load_yaml, t
 MAX_FILES = 64
 MAX_DEPTH = 16
 EXTENDS = "extends"
-SHIPPED_PROFILES = Path(__file__).resolve().parents[2] / "profiles"
+SHIPPED_PROFILES = paths.PROFILES
 
 
 def _join(path: str, key: str) -> str:

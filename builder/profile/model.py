@@ -2,12 +2,34 @@
 
 The loader (builder.profile.loader) fills these from YAML through the settings
 table in builder.profile.settings; nothing else constructs them from user input.
+Defaults are the table's (`default("kiosk.tty")`): it is the one place they are written.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Any
+
+from builder.profile.settings import BY_KEY, FILE_FIELDS, USER_FIELDS, Setting
+
+_RECORD_FIELDS = {"users": USER_FIELDS, "files": FILE_FIELDS}
+
+
+def _setting(key: str) -> Setting:
+    record, dot, name = key.partition(".")
+    if dot and record in _RECORD_FIELDS:                  # "users.shell": a record's field
+        return next(f for f in _RECORD_FIELDS[record] if f.name == name)
+    return BY_KEY[key]
+
+
+def default(key: str) -> Any:
+    """The dataclass default of setting `key`, from the settings table."""
+    value = _setting(key).default
+    if isinstance(value, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(value))
+    return value
 
 
 @dataclass(frozen=True)
@@ -20,20 +42,20 @@ class Origin:
 
 @dataclass
 class Packages:
-    include: list[str] = field(default_factory=list)
-    exclude: list[str] = field(default_factory=list)
+    include: list[str] = default("packages.include")
+    exclude: list[str] = default("packages.exclude")
 
 
 @dataclass
 class KernelModules:
     # module names, or globs under kernel/ like "drivers/usb/storage/*"
-    deny: list[str] = field(default_factory=list)
-    allow: list[str] = field(default_factory=list)  # exceptions to deny
+    deny: list[str] = default("kernel.modules.deny")
+    allow: list[str] = default("kernel.modules.allow")  # exceptions to deny
 
 
 @dataclass
 class Kernel:
-    cmdline: list[str] = field(default_factory=list)
+    cmdline: list[str] = default("kernel.cmdline")
     modules: KernelModules = field(default_factory=KernelModules)
 
 
@@ -41,84 +63,84 @@ class Kernel:
 class User:
     name: str
     uid: int
-    shell: str = "/usr/sbin/nologin"
-    groups: list[str] = field(default_factory=list)
-    home: str | None = None
+    shell: str = default("users.shell")
+    groups: list[str] = default("users.groups")
+    home: str | None = default("users.home")
 
 
 @dataclass
 class KioskInjection:
-    action: str = "lock"              # lock | alert | off
-    burst_keys: int = 20              # this many keys ...
-    burst_ms: int = 200               # ... within this many milliseconds is a burst
+    action: str = default("kiosk.injection.action")          # lock | alert | off
+    burst_keys: int = default("kiosk.injection.burst_keys")  # this many keys ...
+    burst_ms: int = default("kiosk.injection.burst_ms")      # ... within this many ms
 
 
 @dataclass
 class Kiosk:
-    tty: str = "tty1"
-    gateway_host: str | None = None
-    gateway_port: int = 22
-    host_key: str | None = None       # OpenSSH public key line of the gateway (ssh-ed25519)
-    banner: str = "auditbox terminal"
-    notice: str | None = None         # None: show /etc/issue
-    idle_timeout: int = 900           # seconds
+    tty: str = default("kiosk.tty")
+    gateway_host: str | None = default("kiosk.gateway_host")
+    gateway_port: int = default("kiosk.gateway_port")
+    host_key: str | None = default("kiosk.host_key")   # OpenSSH line (ssh-ed25519)
+    banner: str = default("kiosk.banner")
+    notice: str | None = default("kiosk.notice")       # None: show /etc/issue
+    idle_timeout: int = default("kiosk.idle_timeout")  # seconds
     injection: KioskInjection = field(default_factory=KioskInjection)
 
 
 @dataclass
 class Network:
-    dhcp: bool = True
-    interface: str = "en*"
-    ipv6: bool = False
-    dns: list[str] = field(default_factory=list)
+    dhcp: bool = default("network.dhcp")
+    interface: str = default("network.interface")
+    ipv6: bool = default("network.ipv6")
+    dns: list[str] = default("network.dns")
 
 
 @dataclass
 class Output:
-    formats: list[str] = field(default_factory=lambda: ["raw"])
+    formats: list[str] = default("output.formats")
 
 
 @dataclass
 class Image:
-    verity: bool = True
-    compression: str = "lz4hc"        # erofs compressor
-    trim: bool = True                 # drop docs, man pages, unused locales
-    source_date_epoch: int | None = None
+    verity: bool = default("image.verity")
+    compression: str = default("image.compression")      # erofs compressor
+    trim: bool = default("image.trim")                    # drop docs, man pages, locales
+    source_date_epoch: int | None = default("image.source_date_epoch")
 
 
 @dataclass
 class TestAccess:
     """Test-only access channels. Empty in production profiles."""
 
-    root_shell_tty: str | None = None  # e.g. "ttyS1": a passwordless root shell
-    kiosk_tty: str | None = None       # e.g. "ttyS0": the kiosk on a serial port
+    root_shell_tty: str | None = default("test_access.root_shell_tty")  # e.g. "ttyS1"
+    kiosk_tty: str | None = default("test_access.kiosk_tty")            # e.g. "ttyS0"
 
 
 @dataclass
 class FileEntry:
     path: PurePosixPath                # absolute, normalised, inside the image
     content: str
-    mode: int = 0o644
+    mode: int = default("files.mode")
 
 
 @dataclass
 class Profile:
     name: str
     source: Path                       # the file given on the command line
-    requires: list[str] = field(default_factory=list)   # keys a buildable profile must set
-    description: str = ""
-    suite: str = "trixie"
-    architecture: str = "amd64"
-    mirror: str | None = None
-    hostname: str = "auditbox"
+    requires: list[str] = default("requires")   # keys a buildable profile must set
+    description: str = default("description")
+    suite: str = default("suite")
+    architecture: str = default("architecture")
+    mirror: str | None = default("mirror")
+    hostname: str = default("hostname")
     packages: Packages = field(default_factory=Packages)
     kernel: Kernel = field(default_factory=Kernel)
-    users: list[User] = field(default_factory=list)
+    users: list[User] = default("users")
     kiosk: Kiosk = field(default_factory=Kiosk)
     network: Network = field(default_factory=Network)
-    rules: list[str] = field(default_factory=list)
-    rule_vars: dict[str, dict[str, object]] = field(default_factory=dict)
-    files: list[FileEntry] = field(default_factory=list)
+    rules: list[str] = default("rules")
+    rule_vars: dict[str, dict[str, object]] = default("rule_vars")
+    files: list[FileEntry] = default("files")
     output: Output = field(default_factory=Output)
     image: Image = field(default_factory=Image)
     test_access: TestAccess = field(default_factory=TestAccess)

@@ -100,8 +100,10 @@ _TTY_NOTE = "tty1..tty63, ttyS0..ttyS9 or hvc0..hvc9"
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("extends", Kind.EXTENDS, [],
-            "Parent profile(s): paths relative to this file's directory, '.yaml' may be "
-            "omitted. Parents are merged in list order, depth first, then this file on top."),
+            "Parent profile(s): absolute paths or paths relative to this file's directory, "
+            "'.yaml' may be omitted; a bare name not found there names a profile shipped "
+            "with auditbox. Parents are merged in list order, depth first, then this file on "
+            "top."),
     Setting("name", Kind.STR, None, "Profile name; names the image.", v.PROFILE_NAME,
             required=True),
     Setting("requires", Kind.LIST, [],
@@ -184,8 +186,9 @@ SETTINGS: tuple[Setting, ...] = (
 BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}
 
 MERGE_RULES: tuple[str, ...] = (
-    "extends: one path or a list of paths, relative to the extending file's directory "
-    "('.yaml' may be omitted). Parents are resolved depth first and merged in list order; "
+    "extends: one path or a list of paths, absolute or relative to the extending file's "
+    "directory ('.yaml' may be omitted; a bare name not found there names a shipped "
+    "profile). Parents are resolved depth first and merged in list order; "
     "the extending file is merged last, on top. A cycle is an error naming the chain.",
     "Mappings merge key by key, recursively.",
     "Lists of strings append: inherited items first, then the child's; duplicates are "

@@ -9,11 +9,12 @@ from typing import Any
 
 import yaml
 
+from builder import paths
 from builder.errors import InputError
 from builder.rules.kinds import KINDS, missing_params, unknown_params
 from builder.rules.kinds.base import TYPES, type_error
 
-RULES_DIR = Path(__file__).resolve().parents[2] / "profiles" / "rules"
+RULES_DIR = paths.RULES
 SEVERITIES = ("low", "medium", "high")
 REFERENCE_KEYS = ("cis", "stig", "kspp", "kicksecure", "ssg")
 RULE_KEYS = ("id", "title", "rationale", "severity", "references", "kind", "vars")

@@ -165,10 +165,6 @@ def apply_rules(profile: Profile, plan: BuildPlan) -> None:
         kind = KINDS[r.rule.kind]
         _guard(r, lambda r=r, kind=kind: kind.apply(r.ctx, r.params, plan))  # type: ignore[misc]
         plan.rule_ids.append(r.rule.id)
-    if profile.test_access.root_shell_tty:
-        # test image only: the lynis yardstick (tests/bench/lynis_bench.py) and procps,
-        # whose ps it needs to see running daemons (without it Lynis reports none)
-        plan.packages += [p for p in ("lynis", "procps") if p not in plan.packages]
     clash = sorted(set(plan.packages_absent) & set(plan.packages))
     clash += sorted(set(plan.packages_absent) & set(profile.packages.include))
     if clash:

@@ -17,10 +17,12 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 PY=${PYTHON:-python3}
 if ! $PY -I - <<'PYEOF' 2>/dev/null
-import importlib.metadata as md, sys
-need = ["click", "jinja2", "pyyaml", "paramiko", "cryptography", "pytest", "pytest-testinfra",
-        "hypothesis", "pytest-timeout", "virt-firmware", "ruff", "mypy", "types-PyYAML", "auditbox",
-        "asyncssh", "argon2-cffi", "pyotp", "psycopg", "psycopg-pool", "qrcode"]
+import importlib.metadata as md, re, sys, tomllib
+# what pyproject.toml asks for (dependencies, [test], [lint]): the one list
+project = tomllib.load(open("pyproject.toml", "rb"))["project"]
+extras = project["optional-dependencies"]
+need = [re.split(r"[<>=!~;\[ ]", r, maxsplit=1)[0]
+        for r in [*project["dependencies"], *extras["test"], *extras["lint"]]] + ["auditbox"]
 missing = []
 for n in need:
     try:

@@ -1,4 +1,4 @@
-"""One test per attack case 1-13 of ATTESTATION.md: refusal AND the step named."""
+"""One test per attack case 1-13 of docs/attestation.md: refusal AND the step named."""
 
 from __future__ import annotations
 

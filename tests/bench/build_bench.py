@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from builder.bootstrap import BootstrapSpec, mmdebstrap_argv  # noqa: E402
-from builder.plan import make_plan  # noqa: E402
+from builder.planner import make_plan  # noqa: E402
 from builder.profile import load_profile  # noqa: E402
 
 PROFILE = REPO / "profiles" / "audit-laptop-example.yaml"

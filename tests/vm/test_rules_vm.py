@@ -1,5 +1,5 @@
 """Every VM check of the rule catalogue against the booted test image (fixture `vm_host`,
-a testinfra Host on the running VM, from the lead's tests/vm/conftest.py)."""
+a testinfra Host on the running VM, from tests/conftest.py)."""
 
 from __future__ import annotations
 

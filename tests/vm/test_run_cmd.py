@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.images import BuiltImage
-from tests.machine import _SerialReader
+from tests.machine import MachineError, _SerialReader, retry
 
 pytestmark = pytest.mark.vm
 
@@ -37,14 +37,12 @@ def _descendants(pid: int) -> dict[int, str]:
 
 def _vm_processes(proc: subprocess.Popen[bytes], timeout: float = 30) -> dict[int, str]:
     """Wait until `auditbox run` has started QEMU and swtpm; their pids."""
-    deadline = time.monotonic() + timeout
-    while True:
+    def started(_last_try: bool) -> dict[int, str] | None:
         kids = {p: c for p, c in _descendants(proc.pid).items()
                 if c.startswith(("qemu-system", "swtpm"))}
-        if {c[:4] for c in kids.values()} >= {"qemu", "swtp"}:
-            return kids
-        assert time.monotonic() < deadline, kids
-        time.sleep(0.2)
+        return kids if {c[:4] for c in kids.values()} >= {"qemu", "swtp"} else None
+
+    return retry(started, timeout, interval=0.2, what="QEMU and swtpm under auditbox run")
 
 
 def _alive(pids: dict[int, str]) -> dict[int, str]:
@@ -93,19 +91,22 @@ def test_guest_poweroff_ends_the_run(test_image: BuiltImage, tmp_path: Path) -> 
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         vm = _vm_processes(proc)
-        while not s1.exists():
-            time.sleep(0.1)
+        retry(lambda _last: True if s1.exists() else None, 30, 0.1, what=f"socket {s1}")
         console = _SerialReader(s0, tmp_path / "console.log")
         shell = _SerialReader(s1, tmp_path / "shell.log")
-        deadline = time.monotonic() + 600
-        while True:
+
+        def answered(last_try: bool) -> bool | None:
             start = len(shell.buffer)
             shell.send(b"\necho UP-$((6*7))\n")
             try:
                 shell.wait_for(re.compile(b"UP-42"), start, 5)
-                break
-            except AssertionError:
-                assert time.monotonic() < deadline, "the test shell never answered"
+                return True
+            except MachineError:
+                if last_try:
+                    raise
+                return None
+
+        retry(answered, 600, interval=0, what="the test shell")
         shell.send(b"systemctl poweroff\n")
         assert proc.wait(300) == 0
         console.close()
