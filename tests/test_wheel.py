@@ -29,6 +29,7 @@ def test_wheel_install_finds_its_data(tmp_path: Path) -> None:
     assert sorted(n.rsplit("/", 1)[1] for n in names
                   if n.startswith("builder/data/profiles/rules/")) == rules
     assert "builder/data/overlays/rules/nftables.conf.j2" in names
+    assert {"gateway/store/schema.sql", "gateway/units/auditbox-gateway.service"} <= set(names)
     # run from elsewhere, the unpacked wheel first on the path (its dependencies: ours)
     code = ("import sys; sys.path.insert(0, sys.argv[1]); import builder; "
             "assert builder.__file__.startswith(sys.argv[1]), builder.__file__; "
