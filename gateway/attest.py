@@ -28,6 +28,7 @@ from attestation.policy import Policy
 from attestation.reference import verify_reference_bytes
 from attestation.verifier import Verifier
 
+from . import metrics
 from .audit import Auditor
 from .config import Config
 from .control import ControlChannel, ControlError
@@ -103,7 +104,11 @@ class Attester:
         if device is not None and device.status == "revoked":
             self.nonces.consume(nonce)
             raise VerificationError("revocation", f"device {device.device_id} is revoked")
-        return v.verify(evidence, record, nonce, session_id).record
+        t0 = time.perf_counter()
+        try:
+            return v.verify(evidence, record, nonce, session_id).record
+        finally:
+            metrics.current().verified(time.perf_counter() - t0)
 
     # -- one challenge -----------------------------------------------------------------------------
     async def challenge(self, ctrl: ControlChannel) -> tuple[bytes, bytes]:

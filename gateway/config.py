@@ -304,6 +304,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("audit.journal", Kind.BOOL, True,
             "Also send every audit entry to the systemd journal "
             "(SYSLOG_IDENTIFIER=auditbox-gateway)."),
+    # observability (issue 14): Prometheus /metrics and /healthz, off unless a port is set
+    Setting("metrics.address", Kind.STR, "127.0.0.1",
+            "Address of the local HTTP listener serving /metrics (Prometheus text format) "
+            "and /healthz; separate from the SSH port and the web console.", v.IP_ADDRESS),
+    Setting("metrics.port", Kind.INT, None, "Its TCP port; null: no listener.",
+            minimum=1, maximum=65535, nullable=True),
+    Setting("log.format", Kind.ENUM, "text",
+            "The server's log lines on stderr: text, or json (one object per line, with "
+            "every audit event too).", choices=("text", "json")),
 )
 
 BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}
@@ -400,6 +409,17 @@ class AuditConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    address: str
+    port: int | None
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    format: str
+
+
+@dataclass(frozen=True)
 class Config:
     listen: ListenConfig
     host_key: Path
@@ -414,6 +434,8 @@ class Config:
     budget: BudgetConfig
     anomaly: AnomalyConfig
     audit: AuditConfig
+    metrics: MetricsConfig
+    log: LogConfig
     path: Path | None = None           # the file it was loaded from (None: defaults)
     lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
@@ -640,7 +662,8 @@ def _build(cls: type[Any], prefix: str, values: dict[str, Any], base: Path) -> A
              "AttestationConfig": AttestationConfig, "FirmwareConfig": FirmwareConfig,
              "UpstreamConfig": UpstreamConfig, "UpstreamSsh": UpstreamSsh,
              "RecordingConfig": RecordingConfig, "BudgetConfig": BudgetConfig,
-             "AnomalyConfig": AnomalyConfig, "AuditConfig": AuditConfig}
+             "AnomalyConfig": AnomalyConfig, "AuditConfig": AuditConfig,
+             "MetricsConfig": MetricsConfig, "LogConfig": LogConfig}
     kwargs: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         if f.name in ("path", "lines"):
@@ -682,6 +705,8 @@ def _cross_checks(cfg: Config) -> None:
     if cfg.budget.daily < cfg.budget.burst:
         raise cfg.error("budget.daily", f"{format_size(cfg.budget.daily)} is smaller than "
                                         f"budget.burst ({format_size(cfg.budget.burst)})")
+    if cfg.metrics.port is not None and cfg.metrics.port == cfg.listen.port:
+        raise cfg.error("metrics.port", f"{cfg.metrics.port} is the SSH port (listen.port)")
 
 
 def default_config(base: Path | None = None) -> Config:

@@ -34,7 +34,7 @@ import asyncssh
 
 from kiosk import protocol
 
-from . import locks
+from . import locks, logs, metrics
 from .attest import Attester, LockedError
 from .audit import Auditor, JournalSink
 from .auth import Authenticator, LoginOk, Refusal
@@ -76,6 +76,7 @@ class Service:
         self.registry = Registry()
         self.connections: set[Connection] = set()
         self.store_ok = True
+        self.metrics = metrics.current()
 
     async def audit(self, event: str, actor: str, **data: Any) -> None:
         try:
@@ -247,6 +248,7 @@ class Connection(asyncssh.SSHServer):
         return True
 
     def _refuse(self, r: Refusal) -> tuple[str, str, str, list[tuple[str, bool]]]:
+        self.svc.metrics.login(r.code)
         self.kstate = "refused"
         self.close(CLOSE_DELAY * 3)      # no second try on this connection
         return ("auditbox", r.instruction, "", [])
@@ -284,6 +286,7 @@ class Connection(asyncssh.SSHServer):
             res = await asyncio.to_thread(self.svc.auth.check_code, username, answer,
                                           self.source)
             if isinstance(res, LoginOk):
+                self.svc.metrics.login("ok")
                 self.user, self.kstate = res.user, "done"
                 return True
             return self._refuse(res)
@@ -291,6 +294,7 @@ class Connection(asyncssh.SSHServer):
             r = await asyncio.to_thread(self.svc.auth.check_token, answer, self.source)
             if r is not None:
                 return self._refuse(r)
+            self.svc.metrics.login("token-ok")
             self.token_hash, self.kstate = token_hash(answer), "done"
             return True
         return False
@@ -347,7 +351,9 @@ class Connection(asyncssh.SSHServer):
     async def _enroll(self, ctrl: ControlChannel) -> None:
         try:
             await self.svc.attester.enroll(ctrl, self.token_hash, self.peer, self.session_id)
+            self.svc.metrics.attestation("enroll", "ok")
         except ControlError as exc:
+            self.svc.metrics.attestation("enroll", "refused", exc.step)
             ctrl.refuse(exc.step, exc.message)
         self.close(CLOSE_DELAY)
 
@@ -359,14 +365,17 @@ class Connection(asyncssh.SSHServer):
                 ctrl, user, self.session_id, lambda dev: self.svc.lock_for(user, dev),
                 self.session_name)
         except ControlError as exc:
+            self.svc.metrics.attestation("login", "refused", exc.step)
             ctrl.refuse(exc.step, exc.message)
             self.close(CLOSE_DELAY)
             return
         except LockedError as exc:
+            self.svc.metrics.attestation("login", "refused", "locked")
             ctrl.send({"type": "locked", "message": exc.message[:2000], "target": exc.target})
             await self.svc.audit("login.locked", user, source=self.peer, stage="attestation")
             self.close(CLOSE_DELAY)
             return
+        self.svc.metrics.attestation("login", "ok")
         self.device_id, self.attested, ctrl.accepted = device.device_id, True, True
         interval = self.svc.cfg.attestation.reattest_interval
         ctrl.send({"type": "accepted", "device_id": device.device_id, "next": int(interval)})
@@ -379,7 +388,9 @@ class Connection(asyncssh.SSHServer):
             try:
                 await self.svc.attester.reattest(ctrl, device.device_id, self.session_id,
                                                  self.session_name or "-", user)
+                self.svc.metrics.attestation("reattest", "ok")
             except ControlError as exc:
+                self.svc.metrics.attestation("reattest", "refused", exc.step)
                 ctrl.refuse(exc.step, exc.message)
                 await self.end(f"auditbox: refused at re-attestation ({exc.step}): "
                                f"{exc.message}", f"reattest:{exc.step}")
@@ -581,26 +592,59 @@ async def start(cfg: Config, store: Store, auditor: Auditor) -> tuple[Any, Servi
         backlog=1024, reuse_address=True)
     watcher = LockWatcher(store, svc)
     watcher.start()
+    svc.metrics.bind(sessions=lambda: len(svc.registry), connections=lambda: len(svc.connections),
+                     attested=lambda: sum(1 for c in svc.connections if c.attested),
+                     store_ok=lambda: svc.store_ok, listening=lambda: watcher.listening)
     await svc.audit("gateway.start", "system", replica=svc.replica,
                     listen=f"{cfg.listen.address}:{cfg.listen.port}", pid=os.getpid())
     return server, svc, watcher
 
 
+def _health(svc: Service, watcher: LockWatcher) -> tuple[bool, dict[str, Any]]:
+    """/healthz: serving while the store answers (new log-ins fail closed otherwise)."""
+    return svc.store_ok, {
+        "replica": svc.replica, "store": "ok" if svc.store_ok else "unreadable",
+        "lock_listen": watcher.listening, "connections": len(svc.connections),
+        "sessions": len(svc.registry), "uptime_s": round(time.time() - svc.metrics.started)}
+
+
 async def serve_forever(cfg: Config, ready: Callable[[int], None] | None = None) -> int:
+    logs.setup(cfg.log.format, replica_name(cfg))
     store = await asyncio.to_thread(open_store, cfg.database)
-    journal = JournalSink() if cfg.audit.journal else None
+    try:
+        store.claim_serving()          # SQLite: one serving process per file (StoreBusy)
+    except StoreError:
+        store.close()
+        raise
+    metrics.instrument_store(store)
+    journal: JournalSink | None = JournalSink() if cfg.audit.journal else None
+    if cfg.log.format == "json":
+        journal = logs.LoggingJournal(cfg.audit.journal)
     auditor = Auditor(store, replica_name(cfg), journal)
     server, svc, watcher = await start(cfg, store, auditor)
     port = server.sockets[0].getsockname()[1]
+    web: metrics.MetricsServer | None = None
+    if cfg.metrics.port is not None:
+        web = metrics.MetricsServer(svc.metrics, lambda: _health(svc, watcher),
+                                    cfg.metrics.address, cfg.metrics.port)
+        mport = await web.start()
+        log.info("metrics on http://%s:%d/metrics and /healthz", cfg.metrics.address, mport,
+                 extra={"metrics_port": mport})
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    print(f"auditbox gateway: listening on {cfg.listen.address}:{port} as {svc.replica}",
-          file=sys.stderr, flush=True)
+    if cfg.log.format == "json":
+        log.info("listening on %s:%d as %s", cfg.listen.address, port, svc.replica,
+                 extra={"port": port})
+    else:
+        print(f"auditbox gateway: listening on {cfg.listen.address}:{port} as {svc.replica}",
+              file=sys.stderr, flush=True)
     if ready is not None:
         ready(port)
     await stop.wait()
+    if web is not None:
+        web.close()
     server.close()
     for c in list(svc.connections):
         await c.end("auditbox: the gateway is shutting down", "gateway-stop")

@@ -27,7 +27,7 @@ from typing import Any
 
 import asyncssh
 
-from . import anomaly, budget, locks, recording
+from . import anomaly, budget, locks, metrics, recording
 from .audit import Auditor
 from .config import Config
 from .live import LiveSession, Registry
@@ -213,6 +213,7 @@ class PtySession:
     async def _act(self, t: anomaly.Trigger) -> None:
         rule, who = t.rule, self.who
         now = time.time()
+        metrics.current().anomaly(rule.id, rule.action)
 
         def write() -> int | None:
             self.auditor.log("anomaly", who.user, rule=rule.id, action=rule.action,
@@ -247,6 +248,7 @@ class PtySession:
         await self.end(budget.DAILY_MESSAGE, "budget-daily", locked="user")
 
     def _throttled(self, wait: float) -> None:
+        metrics.current().throttled(wait)
         now = self.now()
         if now - self._last_notice >= 60.0:
             self._last_notice = now

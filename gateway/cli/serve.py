@@ -7,7 +7,8 @@ import sys
 
 import click
 
-from .common import env_context, load_env
+from ..store import StoreBusy, StoreError
+from .common import StoreUnavailable, env_context, load_env
 
 
 @click.command("serve")
@@ -20,7 +21,14 @@ def serve_cmd(config_path: str | None, database: str | None) -> None:
     env.config.require_upstream()
     from ..server import serve_forever  # asyncssh is loaded only here
 
-    sys.exit(asyncio.run(serve_forever(env.config)))
+    try:
+        code = asyncio.run(serve_forever(env.config))
+    except StoreBusy as exc:      # two processes on one SQLite file: refused at start
+        raise env.config.error("database", str(exc),
+                               "a postgresql:// URL for several replicas") from None
+    except StoreError as exc:
+        raise StoreUnavailable(f"store: {exc}") from None
+    sys.exit(code)
 
 
 @click.command("check")

@@ -13,6 +13,7 @@ from .base import (
     Lock,
     SessionRow,
     Store,
+    StoreBusy,
     StoreConflict,
     StoreError,
     Token,
@@ -42,5 +43,5 @@ def open_store(url: str | Path, create: bool = True) -> Store:
 
 __all__ = [
     "Alert", "Attestation", "AuditEntry", "Device", "Image", "Lock", "SessionRow", "Store",
-    "StoreConflict", "StoreError", "Token", "User", "is_postgres", "open_store",
+    "StoreBusy", "StoreConflict", "StoreError", "Token", "User", "is_postgres", "open_store",
 ]

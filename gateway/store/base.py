@@ -149,6 +149,22 @@ class AuditEntry:
     at_us: int = 0                     # ``at`` in whole microseconds: what the hash covers
 
 
+class StoreBusy(StoreError):
+    """A SQLite store is already served by another gateway process."""
+
+
+class LockListener(abc.ABC):
+    """Blocking waits for lock-change notifications (one dedicated connection)."""
+
+    @abc.abstractmethod
+    def wait(self, timeout: float) -> int:
+        """Wait up to ``timeout`` seconds; the number of notifications received (0: none).
+        StoreError when the connection is lost."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+
 class Store(abc.ABC):
     """The one store interface. ``gateway.store.open_store(url)`` returns one."""
 
@@ -289,6 +305,16 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def locks_version(self) -> int:
         """A counter that changes whenever a lock is added or removed (cheap to poll)."""
+
+    def lock_listener(self) -> LockListener | None:
+        """A connection told of every lock change as it commits (PostgreSQL LISTEN/NOTIFY),
+        or None where the store has none (SQLite: ``locks_version`` is polled)."""
+        return None
+
+    def claim_serving(self) -> None:
+        """Called by ``serve`` before it listens. SQLite refuses a second serving process
+        on one file (``StoreBusy``); PostgreSQL serves any number of replicas."""
+        return None
 
     # -- sessions ----------------------------------------------------------------------------
     @abc.abstractmethod

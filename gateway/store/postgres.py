@@ -3,8 +3,9 @@
 Every method is one transaction on a pooled connection (READ COMMITTED). What must
 hold across replicas is decided by PostgreSQL: conditional UPDATEs and upserts (row
 locks), and ``pg_advisory_xact_lock`` for the audit chain and for creating the schema.
-Adding or removing a lock also sends ``NOTIFY auditbox_locks`` (issue 14 listens;
-``locks_version()`` stays the backstop every replica polls).
+Adding or removing a lock also sends ``NOTIFY auditbox_locks`` in its transaction
+(delivered when it commits); ``lock_listener()`` opens the ``LISTEN`` connection every
+replica's lock watcher waits on, with ``locks_version()`` polled as the backstop.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 import psycopg
 import psycopg_pool
 
-from .base import StoreConflict, StoreError
+from .base import LockListener, StoreConflict, StoreError
 from .sql import SqlStore, Tx
 
 DIALECT = {"@ID@": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY", "@BLOB@": "BYTEA",
@@ -56,6 +57,31 @@ class _PgTx(Tx):
         return list(cur.fetchall()) if cur.description is not None else []
 
 
+class PgLockListener(LockListener):
+    """``LISTEN auditbox_locks`` on its own autocommit connection (not the pool's)."""
+
+    CHANNEL = "auditbox_locks"
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        try:
+            self.conn = psycopg.connect(url, autocommit=True,
+                                        connect_timeout=int(CONNECT_TIMEOUT),
+                                        application_name="auditbox-gateway-listen")
+            self.conn.execute(f"LISTEN {self.CHANNEL}")
+        except psycopg.Error as exc:
+            raise StoreError(f"{redact(url)}: listen: {_first_line(exc)}") from None
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return sum(1 for _ in self.conn.notifies(timeout=timeout, stop_after=1))
+        except psycopg.Error as exc:
+            raise StoreError(f"{redact(self.url)}: listen: {_first_line(exc)}") from None
+
+    def close(self) -> None:
+        self.conn.close()
+
+
 class PostgresStore(SqlStore):
     def __init__(self, url: str) -> None:
         self.url = url
@@ -73,6 +99,9 @@ class PostgresStore(SqlStore):
             self._pool.close()
             raise StoreError(f"{redact(url)}: cannot connect: {exc}") from None
         self._init_schema(DIALECT)
+
+    def lock_listener(self) -> LockListener:
+        return PgLockListener(self.url)
 
     def _lock_schema(self, tx: Tx) -> None:
         tx.all("SELECT pg_advisory_xact_lock(?)", SCHEMA_LOCK)

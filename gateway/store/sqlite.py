@@ -3,10 +3,18 @@
 Writes run in ``BEGIN IMMEDIATE`` transactions: SQLite then holds its one write lock
 for the whole transaction, which serializes every writer of the file, in this process
 or another (the CLI beside a running gateway). ``busy_timeout`` makes them wait.
+
+One file serves one gateway process: ``claim_serving()`` (called by ``serve``) takes
+an exclusive ``flock`` on ``<store>.serve.lock`` and keeps it until the process ends,
+so a second ``serve`` on the same file stops at start with ``StoreBusy``. (Locks reach
+live sessions through the polled ``locks_version``, but nonces, rate limits and the
+audit chain of two processes on one SQLite file are not the fleet the PostgreSQL store
+makes; replicas use postgresql://.) The CLI never claims the file.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
 import threading
@@ -15,7 +23,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from .base import StoreConflict, StoreError
+from .base import StoreBusy, StoreConflict, StoreError
 from .sql import SqlStore, Tx
 
 DIALECT = {"@ID@": "INTEGER PRIMARY KEY AUTOINCREMENT", "@BLOB@": "BLOB", "@FLOAT@": "REAL"}
@@ -43,6 +51,7 @@ class SqliteStore(SqlStore):
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
         self._closed = False
+        self._serve_fd: int | None = None
         if create and not self.path.exists():
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -95,7 +104,27 @@ class SqliteStore(SqlStore):
                 conn.execute("ROLLBACK")
             raise
 
+    def claim_serving(self) -> None:
+        lock = self.path.with_name(self.path.name + ".serve.lock")
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise StoreError(f"{lock}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+            os.close(fd)
+            raise StoreBusy(f"{self.path} is already served by another gateway process "
+                            f"(pid {holder}); a SQLite store serves one process") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._serve_fd = fd          # held (and the lock with it) until close or exit
+
     def close(self) -> None:
+        if self._serve_fd is not None:
+            os.close(self._serve_fd)
+            self._serve_fd = None
         self._closed = True
         with self._conns_lock:
             for conn in self._conns:

@@ -146,6 +146,7 @@ class World:
     build_key: Ed25519PrivateKey = field(default_factory=Ed25519PrivateKey.generate)
     proc: subprocess.Popen[bytes] | None = None
     extra: str = ""
+    replica: str = "test-replica"
 
     # -- setup ------------------------------------------------------------------------------
     @classmethod
@@ -181,7 +182,7 @@ class World:
         (self.dir / "gateway.yaml").write_text(
             f"listen:\n  address: 127.0.0.1\n  port: {self.port}\n"
             f"host_key: host_key\ndatabase: \"{self.database}\"\nrecordings: recordings\n"
-            "replica: test-replica\ntrusted_build_keys: [build-key.pub]\n"
+            f"replica: {self.replica}\ntrusted_build_keys: [build-key.pub]\n"
             "audit:\n  journal: false\n" + upstream + extra)
 
     @contextlib.contextmanager
