@@ -199,7 +199,8 @@ class Store(abc.ABC):
     # -- failures and lockouts (scope: "user" or "source") ----------------------------
     @abc.abstractmethod
     def record_failure(self, scope: str, key: str, at: float, window: float) -> int:
-        """Record one failure; return how many fall within [at - window, at]."""
+        """Record one failure; return how many are recorded at or after ``at - window``
+        (racing writers of one key are serialized: the last to commit counts them all)."""
 
     @abc.abstractmethod
     def clear_failures(self, scope: str, key: str) -> None: ...

@@ -217,8 +217,11 @@ class SqlStore(Store):
             tx.run("DELETE FROM failures WHERE scope = ? AND key = ? AND at < ?",
                    scope, key, at - window)
             tx.run("INSERT INTO failures (scope, key, at) VALUES (?, ?, ?)", scope, key, at)
+            # every failure committed since at - window, including ones timed a moment
+            # after ``at`` (a racing attempt that committed first): the last writer to
+            # commit sees them all, so N racing failures always reach N
             row = tx.one("SELECT COUNT(*) FROM failures WHERE scope = ? AND key = ? "
-                         "AND at >= ? AND at <= ?", scope, key, at - window, at)
+                         "AND at >= ?", scope, key, at - window)
         return int(row[0]) if row else 0
 
     def clear_failures(self, scope: str, key: str) -> None:
