@@ -49,6 +49,7 @@ class Kind(Enum):
     PATHS = "list of paths (relative to this file's directory)"
     DATABASE = "SQLite file path, or postgresql:// URL"
     ARGV = "list of strings (a command and its arguments)"
+    ADDRESSES = "list of IP addresses"
     RULES = "list of rule mappings"
 
 
@@ -213,6 +214,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("listen.login_timeout", Kind.DURATION, "60s",
             "From TCP connect to authenticated; then the connection is dropped.",
             minimum=1, maximum=600),
+    Setting("listen.proxy_protocol_from", Kind.ADDRESSES, [],
+            "Load balancers (HAProxy with send-proxy-v2) whose connections carry a PROXY "
+            "protocol v2 header naming the terminal's address; that address then counts for "
+            "rate limits, the audit log and sessions. Empty: no header is read.",
+            v.IP_ADDRESS),
     Setting("listen.max_connections", Kind.INT, 2000,
             "Connections held at once; more are refused at accept.", minimum=1,
             maximum=1_000_000),
@@ -333,6 +339,7 @@ class ListenConfig:
     address: str
     port: int
     login_timeout: float
+    proxy_protocol_from: tuple[str, ...]
     max_connections: int
 
 
@@ -536,6 +543,8 @@ class _Loader:
             return self.base / self.string(s, node, key)
         if s.kind is Kind.PATHS:
             return tuple(self.base / p for p in self.str_list(s, node, key))
+        if s.kind is Kind.ADDRESSES:
+            return tuple(self.str_list(s, node, key))
         if s.kind is Kind.ARGV:
             argv = self.str_list(s, node, key)
             if not argv:
@@ -651,7 +660,7 @@ def _default(s: Setting, base: Path) -> Any:
         return tuple(base / p for p in d)
     if s.kind is Kind.DATABASE:
         return d if _postgres_url(d) else str(base / d)
-    if s.kind is Kind.ARGV:
+    if s.kind in (Kind.ARGV, Kind.ADDRESSES):
         return tuple(d)
     return d
 

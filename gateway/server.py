@@ -44,6 +44,7 @@ from .enrollment import token_hash
 from .images import load_trusted_keys
 from .live import Registry
 from .lockwatch import LockWatcher
+from .proxyproto import ProxyListener
 from .session import PtySession, Who, new_session_id
 from .store import open_store
 from .store.base import Alert, Store, StoreError, User
@@ -573,6 +574,12 @@ class SessionChannel(asyncssh.SSHServerSession[bytes]):
 
 
 # -- serving --------------------------------------------------------------------------------------
+def _proxy(cfg: Config) -> dict[str, Any]:
+    """With listen.proxy_protocol_from, our listener reads PROXY v2 headers first."""
+    trusted = cfg.listen.proxy_protocol_from
+    return {"tunnel": ProxyListener(trusted)} if trusted else {}
+
+
 async def start(cfg: Config, store: Store, auditor: Auditor) -> tuple[Any, Service, LockWatcher]:
     """Listen; return (asyncssh server, service, lock watcher)."""
     svc = Service(cfg, store, auditor)
@@ -589,7 +596,7 @@ async def start(cfg: Config, store: Store, auditor: Auditor) -> tuple[Any, Servi
         gss_host=None, allow_pty=True, x11_forwarding=False, agent_forwarding=False,
         line_editor=False, encoding=None, login_timeout=cfg.listen.login_timeout,
         keepalive_interval=60, keepalive_count_max=3, server_version="auditbox",
-        backlog=1024, reuse_address=True)
+        backlog=1024, reuse_address=True, **_proxy(cfg))
     watcher = LockWatcher(store, svc)
     watcher.start()
     svc.metrics.bind(sessions=lambda: len(svc.registry), connections=lambda: len(svc.connections),

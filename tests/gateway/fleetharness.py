@@ -45,6 +45,9 @@ def replica_extra(metrics_port: int, extra: str) -> str:
     return text + f"metrics:\n  port: {metrics_port}\n"
 
 
+PROXY_FROM = "  proxy_protocol_from: [127.0.0.1]\n"   # HAProxy sends PROXY v2 headers
+
+
 @dataclass
 class HaProxy:
     dir: Path
@@ -127,7 +130,8 @@ class Fleet:
 
     @classmethod
     def create(cls, base: Path, database: str, replicas: int = 2, extra: str = "",
-               command: list[str] | None = None) -> Fleet:
+               command: list[str] | None = None,
+               max_connections: int | None = None) -> Fleet:
         require(("haproxy",), need_root=False)
         cmd = command or list(SHELL)
         names = [f"gw-{chr(ord('a') + i)}" for i in range(replicas)]
@@ -146,6 +150,14 @@ class Fleet:
             w.replica = n
             w.extra = replica_extra(ports[n], extra)
             w.write_config(w.extra, cmd)
+            cfg = w.dir / "gateway.yaml"              # listen: what HAProxy sends
+            cfg.write_text(cfg.read_text().replace(f"  port: {w.port}\n",
+                                                   f"  port: {w.port}\n{PROXY_FROM}", 1))
+            if max_connections is not None:
+                cfg = w.dir / "gateway.yaml"
+                cfg.write_text(cfg.read_text().replace(
+                    f"  port: {w.port}\n",
+                    f"  port: {w.port}\n  max_connections: {max_connections}\n", 1))
         return cls(base, database, worlds, ports, extra=extra, command=cmd)
 
     def replica(self, name: str) -> World:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import threading
 import time
@@ -12,6 +13,7 @@ import urllib.request
 
 import pytest
 
+from gateway import proxyproto
 from gateway.audit import verify
 from kiosk.gateway_link import (
     AttestationRefused,
@@ -68,6 +70,11 @@ def test_two_replicas_serve_behind_haproxy(fleet: Fleet) -> None:
         chan.send(f"echo via-haproxy-{i}\n".encode())
         read_until(chan, f"via-haproxy-{i}".encode())
         links.append(link)
+        # HAProxy's PROXY v2 header: the replica sees this terminal's own address and port
+        assert link.transport is not None
+        mine = link.transport.sock.getsockname()      # type: ignore[union-attr]
+        attested = a.wait_event("login.attested", acc.name)
+        assert attested.data["source"] == f"{mine[0]}:{mine[1]}"
     with a.store() as s:
         live = {r.replica for r in s.list_sessions(live_only=True)}
     assert live == {"gw-a", "gw-b"}
@@ -388,3 +395,30 @@ def test_killing_a_replica_under_load_loses_nothing_and_its_terminals_return(
         assert t.link is not None
         t.link.close()
     unlock_all(b)
+
+
+def test_proxy_headers_count_only_from_the_balancer(fleet: Fleet,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A header from a listed balancer names the source; from anyone else it is refused."""
+    a = fleet.replicas[0]
+    acc = a.add_user()
+    real = socket.create_connection
+
+    def via(source: tuple[str, int], bind: str) -> None:
+        def connect(addr: tuple[str, int], timeout: float | None = None,
+                    *args: object, **kwargs: object) -> socket.socket:
+            sock = real(addr, timeout, (bind, 0))
+            sock.sendall(proxyproto.encode(source, addr))
+            return sock
+        monkeypatch.setattr(socket, "create_connection", connect)
+    via(("192.0.2.77", 4242), "127.0.0.1")            # as HAProxy would
+    with pytest.raises(BadCode):
+        a.link().login(acc.name, acc.password, "000000")
+    failed = a.wait_event("login.failed", acc.name)
+    assert failed.data["source"] == "192.0.2.77"
+    via(("192.0.2.78", 4242), "127.0.0.2")            # not a listed balancer
+    with pytest.raises(LinkError):
+        a.link().login(acc.name, acc.password, acc.code())
+    monkeypatch.undo()
+    with a.store() as s:
+        assert s.lockout_until("user", acc.name, time.time()) is None
