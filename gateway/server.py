@@ -20,6 +20,7 @@ break-glass access and opened no control channel (audited ``break-glass``, alert
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import os
@@ -78,6 +79,14 @@ class Service:
         self.connections: set[Connection] = set()
         self.store_ok = True
         self.metrics = metrics.current()
+        # argon2id (about 0.2 s of CPU each) runs in its own threads, one per core, so a
+        # burst of log-ins (a replica failing over) never queues the store calls of
+        # re-attestations and locks behind it in the default executor
+        self.hashing = concurrent.futures.ThreadPoolExecutor(
+            max_workers=os.cpu_count() or 2, thread_name_prefix="argon2")
+
+    async def hash_slot(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.hashing, fn, *args)
 
     async def audit(self, event: str, actor: str, **data: Any) -> None:
         try:
@@ -277,8 +286,8 @@ class Connection(asyncssh.SSHServer):
             return False
         answer = responses[0][:1024]
         if state == "password":
-            r = await asyncio.to_thread(self.svc.auth.check_password, username, answer,
-                                        self.source)
+            r = await self.svc.hash_slot(self.svc.auth.check_password, username, answer,
+                                         self.source)
             if r is not None:
                 return self._refuse(r)
             self.kstate = "code"
@@ -617,6 +626,9 @@ def _health(svc: Service, watcher: LockWatcher) -> tuple[bool, dict[str, Any]]:
 
 async def serve_forever(cfg: Config, ready: Callable[[int], None] | None = None) -> int:
     logs.setup(cfg.log.format, replica_name(cfg))
+    # store calls wait on PostgreSQL, not the CPU: as many threads as pooled connections
+    asyncio.get_running_loop().set_default_executor(
+        concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="store"))
     store = await asyncio.to_thread(open_store, cfg.database)
     try:
         store.claim_serving()          # SQLite: one serving process per file (StoreBusy)
