@@ -196,3 +196,27 @@ def test_alert_before_acceptance_is_a_protocol_violation(world: World) -> None:
         link._expect("challenge")
     assert info.value.step == "protocol" and "alert before" in info.value.message
     link.close()
+
+
+@pytest.mark.parametrize("raw, why", [
+    (b"\x00\x00\x00\x00", "frame length 0"),
+    (b"\x00\x01\x90\x00" + b"{" * 100, "frame length 102400"),     # 100 KiB before hello
+    (b"\x00\x00\x00\x05[1,2]", "expected a JSON object"),
+    (b"\x00\x00\x00\x0c{\"type\":\"x\"}", "unknown type"),
+])
+def test_malformed_control_frames_end_the_connection(world: World, raw: bytes,
+                                                     why: str) -> None:
+    acc = world.add_user()
+    link = world.link()
+    link.login(acc.name, acc.password, acc.code())
+    link._open_control()
+    assert link._control is not None
+    link._control.sendall(raw)
+    with pytest.raises(AttestationRefused) as info:
+        link._expect("challenge")
+    assert info.value.step == "protocol" and why in info.value.message
+    deadline = time.monotonic() + 5
+    assert link.transport is not None
+    while link.transport.is_active() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not link.transport.is_active()            # and the gateway hung up
