@@ -79,6 +79,7 @@ RECORD_FIELDS = frozenset({
     "image_id", "status", "last_clock", "firmware_pcrs", "challenge_sha256", "ek_cert",
 })
 STATUSES = ("pending", "active", "revoked")
+_PCR_KEYS = frozenset(str(i) for i in range(24))
 EK_CERT_STATES = (ekcert.CHECKED, ekcert.ALLOWED_WITHOUT, ekcert.NONE)
 
 
@@ -335,7 +336,7 @@ def validate_record(record: object) -> dict[str, Any]:
     if not isinstance(fw, dict):
         raise EvidenceError("firmware_pcrs: expected an object")
     for k, v in fw.items():
-        if k not in {str(i) for i in range(24)}:
+        if k not in _PCR_KEYS:
             raise EvidenceError(f"firmware_pcrs: bad PCR index {k!r}")
         canonical.hexd(v, f"firmware_pcrs.{k}", 32)
     return rec

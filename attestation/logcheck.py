@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 from . import eventlog as el
 from .errors import EvidenceError, VerificationError
+from .evidence import decode_log
 from .soft import soft_event_digest
 from .tpm_structs import TPM_ALG_SHA256
 from .uefi import EFI_GLOBAL_VARIABLE, parse_variable, signature_certificate
@@ -208,8 +209,10 @@ class LogCache:
         self._lock = threading.Lock()
         self.hits = self.misses = 0
 
-    def facts(self, raw: bytes, mode: str, quoted: tuple[int, ...]) -> LogFacts:
-        key = (hashlib.sha256(raw).digest(), mode, tuple(quoted))
+    def facts(self, log_base64: str, mode: str, quoted: tuple[int, ...]) -> LogFacts:
+        """The facts of the log given as its base64 text (as evidence carries it): keyed by
+        the text's digest, so a hit costs no base64 decoding either."""
+        key = (hashlib.sha256(log_base64.encode("ascii")).digest(), mode, tuple(quoted))
         with self._lock:
             hit = self._entries.get(key)
             if hit is not None:
@@ -218,7 +221,9 @@ class LogCache:
         if hit is None:
             self.misses += 1
             try:
-                hit = analyse(raw, mode, quoted)
+                hit = analyse(decode_log(log_base64), mode, quoted)
+            except EvidenceError as exc:
+                hit = str(exc)
             except VerificationError as exc:
                 hit = exc.reason
             with self._lock:

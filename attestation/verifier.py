@@ -58,7 +58,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from . import boot_policy, canonical, eventlog
 from .enroll import validate_record
 from .errors import EvidenceError, VerificationError
-from .evidence import Evidence, decode
+from .evidence import Evidence, decode, decode_deferred
 from .logcheck import LogCache, LogFacts
 from .nonces import NonceConsumer
 from .policy import Policy
@@ -180,7 +180,7 @@ class Verifier:
                     not isinstance(session_id, bytes | bytearray):
                 raise EvidenceError("nonce and session id must be bytes")
             rec = validate_record(record)
-            ev = decode(evidence)
+            ev, log_text = decode_deferred(evidence)
             att = parse_attest(ev.quote)
             sig: Signature | None = None
             if ev.mode == "tpm2":
@@ -214,7 +214,7 @@ class Verifier:
 
         # 8. event log (parsed only now; cached per distinct log)
         ref = self.references.get(rec["image_id"])
-        facts = self.logs.facts(ev.event_log, ev.mode, quoted)
+        facts = self.logs.facts(log_text, ev.mode, quoted)
         self._check_replay(ev.mode, facts, quoted, values, ref)
 
         # 9. policy

@@ -109,6 +109,14 @@ class Image:
 
 
 @dataclass
+class SecureBoot:
+    required: bool = False            # refuse to build an unsigned UKI
+    key: str | None = None            # PEM RSA key, relative to the profile that sets it
+    cert: str | None = None           # its PEM certificate (enrolled in the firmware's db)
+    development_key: bool = False     # sign with a development pair kept in the cache
+
+
+@dataclass
 class TestAccess:
     """Test-only access channels. Empty in production profiles."""
 
@@ -143,6 +151,7 @@ class Profile:
     files: list[FileEntry] = default("files")
     output: Output = field(default_factory=Output)
     image: Image = field(default_factory=Image)
+    secure_boot: SecureBoot = field(default_factory=SecureBoot)
     test_access: TestAccess = field(default_factory=TestAccess)
     # key path ("kernel.cmdline", "users") -> where it was set; for later errors
     origins: dict[str, Origin] = field(default_factory=dict)

@@ -424,7 +424,7 @@ def test_log_cache_is_bounded() -> None:
     cache = LogCache(size=4)
     for i in range(10):
         log = encode_log(build_log(cmdline=f"console=ttyS{i}"))
-        cache.facts(log, "tpm2", (*range(10), 11, 12, 13))
+        cache.facts(canonical.b64e(log), "tpm2", (*range(10), 11, 12, 13))
     assert len(cache._entries) == 4 and cache.misses == 10
 
 
