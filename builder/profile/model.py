@@ -110,10 +110,10 @@ class Image:
 
 @dataclass
 class SecureBoot:
-    required: bool = False            # refuse to build an unsigned UKI
-    key: str | None = None            # PEM RSA key, relative to the profile that sets it
-    cert: str | None = None           # its PEM certificate (enrolled in the firmware's db)
-    development_key: bool = False     # sign with a development pair kept in the cache
+    required: bool = default("secure_boot.required")         # refuse an unsigned UKI
+    key: str | None = default("secure_boot.key")             # PEM RSA key (profile-relative)
+    cert: str | None = default("secure_boot.cert")           # its certificate, for the db
+    development_key: bool = default("secure_boot.development_key")  # a pair in the cache
 
 
 @dataclass
