@@ -1,6 +1,7 @@
 """The verifier's ``policy`` step: the booted state against the image's signed reference.
 
-tpm2, in this order (the first difference is the refusal, and it names the PCR):
+tpm2, in this order (the first difference is the refusal, and it names the PCR; a log
+without the SecureBoot variable is refused at PCR 7 first when Secure Boot is required):
 
 1. PCR 4, the boot path: the ordered Authenticode digests of the EV_EFI_BOOT_SERVICES_
    APPLICATION events must equal the reference's list for the measured Secure Boot state
