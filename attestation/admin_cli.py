@@ -1,9 +1,12 @@
 """Host admin commands (click). Mounted by the main CLI as ``attest``.
 
     attest verify --reference OUT/reference.json --build-key PUB --enrollment FILE \
-        EVIDENCE --nonce HEX --session HEX [--allow-soft] [--update-enrollment]
+        EVIDENCE --nonce HEX --session HEX [--allow-soft] [--no-secure-boot]
+        [--update-enrollment]
 
-Exit 0 accepted, 1 refused (``refused: <step>: <reason>``), 2 bad input.
+Exit 0 accepted, 1 refused (``refused: <step>: <reason>``), 2 bad input. The nonce is
+32 bytes (64 hex digits). ``--no-secure-boot`` accepts terminals without Secure Boot (test
+set-ups with unsigned images) and says so on stderr.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import click
 
 from . import canonical
 from .errors import EvidenceError, ReferenceValueError, VerificationError
-from .nonces import NonceStore
+from .nonces import NONCE_SIZE, NonceStore
 from .policy import Policy
 from .reference import load_public_key, load_reference
 from .verifier import Verifier
@@ -24,9 +27,9 @@ from .verifier import Verifier
 
 def _hex(value: str, what: str) -> bytes:
     try:
-        raw = bytes.fromhex(value)
-    except ValueError:
-        raise click.UsageError(f"--{what} is not hex") from None
+        raw = canonical.hexd(value, f"--{what}", limit=1024)
+    except EvidenceError:
+        raise click.UsageError(f"--{what} is not lower-case hex") from None
     if not raw:
         raise click.UsageError(f"--{what} is empty")
     return raw
@@ -46,12 +49,17 @@ def attest_group() -> None:
 @click.option("--nonce", required=True)
 @click.option("--session", required=True)
 @click.option("--allow-soft", is_flag=True, help="accept soft (TPM-less) devices")
+@click.option("--no-secure-boot", is_flag=True,
+              help="do not require Secure Boot (test set-ups with unsigned images only)")
 @click.option("--update-enrollment", is_flag=True, help="write back last clock info")
 def verify_cmd(reference: Path, build_keys: tuple[Path, ...], enrollment: Path,
                evidence_file: Path, nonce: str, session: str, allow_soft: bool,
-               update_enrollment: bool) -> None:
+               no_secure_boot: bool, update_enrollment: bool) -> None:
     """Verify EVIDENCE_FILE for a device enrollment against a signed reference."""
     n, s = _hex(nonce, "nonce"), _hex(session, "session")
+    if len(n) != NONCE_SIZE:
+        raise click.UsageError(f"--nonce must be {NONCE_SIZE} bytes ({2 * NONCE_SIZE} hex "
+                               "digits)")
     try:
         keys = [load_public_key(k) for k in build_keys]
         record = canonical.loads(enrollment.read_bytes())
@@ -61,7 +69,10 @@ def verify_cmd(reference: Path, build_keys: tuple[Path, ...], enrollment: Path,
         sys.exit(2)
     nonces = NonceStore()
     nonces.add(n)
-    verifier = Verifier(Policy(allow_soft=allow_soft), nonces)
+    policy = Policy(allow_soft=allow_soft, require_secure_boot=not no_secure_boot)
+    for warning in policy.warnings():
+        click.echo(f"warning: {warning}", err=True)
+    verifier = Verifier(policy, nonces)
     try:
         verifier.add_reference(load_reference(reference, keys))
     except ReferenceValueError as exc:

@@ -58,10 +58,15 @@ def ek_public_key(ek: Public) -> rsa.RSAPublicKey:
         raise EnrollmentError("EK must be a restricted decryption key")
     if (ek.sym_alg, ek.sym_bits, ek.sym_mode) != (TPM_ALG_AES, 128, TPM_ALG_CFB):
         raise EnrollmentError("EK symmetric algorithm must be AES-128-CFB")
-    if len(ek.rsa_modulus) != 256:
-        raise EnrollmentError("EK modulus must be 256 bytes")
-    exponent = ek.rsa_exponent or 65537
-    return rsa.RSAPublicNumbers(exponent, int.from_bytes(ek.rsa_modulus, "big")).public_key()
+    if ek.rsa_exponent not in (0, 65537):
+        raise EnrollmentError(f"EK exponent must be 65537 (0 in the TPM template), not "
+                              f"{ek.rsa_exponent}")
+    if len(ek.rsa_modulus) != 256 or ek.rsa_modulus[0] < 0x80 or not ek.rsa_modulus[-1] & 1:
+        raise EnrollmentError("EK modulus must be a 2048-bit odd number")
+    try:
+        return rsa.RSAPublicNumbers(65537, int.from_bytes(ek.rsa_modulus, "big")).public_key()
+    except ValueError as exc:
+        raise EnrollmentError(f"EK public key unusable: {exc}") from None
 
 
 def _aes_cfb_encrypt(key: bytes, plain: bytes) -> bytes:

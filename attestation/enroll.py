@@ -14,11 +14,23 @@ Enrollment record (a JSON dict; ``validate_record`` checks it strictly):
     last_clock         null or {"clock": int, "reset_count": int, "restart_count": int}
     firmware_pcrs      {"<pcr>": hex} sha256 firmware PCRs accepted for this device
     challenge_sha256   hex SHA256 of the credential secret while pending, else null
+    ek_cert            "checked" (EK certificate verified against the CA bundle),
+                       "allowed-without" (admin allowed EKs without a checked certificate),
+                       "none" (soft)
 
-tpm2 flow: ``begin_enrollment`` checks the AK attributes and runs MakeCredential
-against the EK -> the agent runs ``auditbox-attest activate`` -> ``finish_enrollment``
-compares the returned secret. soft flow: a one-time token from ``TokenStore`` and
-a policy that allows soft devices; the record is active at once.
+tpm2 flow: ``begin_enrollment`` checks the AK attributes, the EK (RSA-2048, exponent
+65537, odd 2048-bit modulus) and its certificate (``attestation.ekcert``), and runs
+MakeCredential against the EK -> the agent runs ``auditbox-attest activate`` ->
+``finish_enrollment`` compares the returned secret. soft flow: a one-time token from
+``TokenStore`` and a policy that allows soft devices; the record is active at once.
+
+For the gateway: ``EnrollmentPolicy(allow_soft, ek_ca_bundle, allow_ek_without_cert)``
+carries the EK certificate settings (``ekcert.load_ca_bundle(path)`` reads a PEM bundle);
+the outcome is ``record["ek_cert"]``. The image is decided from the evidence, not from
+the terminal's word: begin with a placeholder image id, find the image the evidence boots
+(``attestation.verifier.booted_uki`` + ``reference.image_for_boot``), then
+``assign_image(record, image_id)`` and verify the evidence against that record.
+Every refusal is an ``EnrollmentError``; no other exception leaves these functions.
 """
 
 from __future__ import annotations
@@ -32,7 +44,9 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from . import canonical
+from cryptography import x509
+
+from . import canonical, ekcert
 from .credential import credential_file, ek_public_key, make_credential
 from .errors import EnrollmentError, EvidenceError
 from .evidence import check_device_id
@@ -62,14 +76,23 @@ REQUIRED_AK_ATTRIBUTES = (
 )
 RECORD_FIELDS = frozenset({
     "format", "device_id", "mode", "ek_hash", "ak_public", "ak_name", "ak_qualified_name",
-    "image_id", "status", "last_clock", "firmware_pcrs", "challenge_sha256",
+    "image_id", "status", "last_clock", "firmware_pcrs", "challenge_sha256", "ek_cert",
 })
 STATUSES = ("pending", "active", "revoked")
+_PCR_KEYS = frozenset(str(i) for i in range(24))
+EK_CERT_STATES = (ekcert.CHECKED, ekcert.ALLOWED_WITHOUT, ekcert.NONE)
 
 
 @dataclass(frozen=True)
 class EnrollmentPolicy:
+    """allow_soft: accept soft devices (with a token). ek_ca_bundle: the CA certificates
+    tpm2 EK certificates must chain to (directly). allow_ek_without_cert: enroll a tpm2
+    device whose TPM has no EK certificate, or when no bundle is configured (recorded as
+    ``allowed-without``); a certificate that is present and fails is still refused."""
+
     allow_soft: bool = False
+    ek_ca_bundle: tuple[x509.Certificate, ...] = ()
+    allow_ek_without_cert: bool = False
 
 
 def qualified_name(parent_qn: bytes, name: bytes) -> bytes:
@@ -174,8 +197,10 @@ def begin_enrollment(
     "active" if the token was valid and policy allows soft devices.
     """
     req = _request(request)
-    if req["format"] != 1:
+    if type(req["format"]) is not int or req["format"] != 1:
         raise EnrollmentError("unsupported enrollment request format")
+    if not isinstance(image_id, str) or not image_id:
+        raise EnrollmentError("image_id must be a non-empty string")
     try:
         device_id = check_device_id(req["device_id"])
         if req["mode"] == "soft":
@@ -191,34 +216,68 @@ def begin_enrollment(
                 raise EnrollmentError("ak_name does not match ak_public")
             if device_id != soft_device_id(raw):
                 raise EnrollmentError("device_id does not match the AK")
-            record = new_record(device_id, "soft", None, raw, name, name, image_id, "active")
+            record = new_record(device_id, "soft", None, raw, name, name, image_id, "active",
+                                ekcert.NONE)
             return record, None
         ek_raw = canonical.b64d(req["ek_public"], "ek_public", 2048)
         ak_raw = canonical.b64d(req["ak_public"], "ak_public", 2048)
         ek = parse_tpm2b_public(ek_raw)
         ak = parse_tpm2b_public(ak_raw)
+        ak_name = canonical.hexd(req["ak_name"], "ak_name", limit=66)
+        cert = None if req["ek_cert"] is None else \
+            canonical.b64d(req["ek_cert"], "ek_cert", ekcert.MAX_EK_CERT)
     except EvidenceError as exc:
         raise EnrollmentError(f"bad enrollment request: {exc}") from None
     check_ak(ak)
-    ek_public_key(ek)  # EK type checks
-    if canonical.hexd(req["ak_name"], "ak_name") != ak.name:
+    ek_key = ek_public_key(ek)  # EK type and parameter checks
+    if ak_name != ak.name:
         raise EnrollmentError("ak_name does not match ak_public")
     if device_id != tpm_device_id(ek_raw):
         raise EnrollmentError("device_id does not match the EK")
+    ek_state = _ek_certificate(cert, ek_key, policy)
     secret = os.urandom(32)
     id_object, enc_secret = make_credential(ek, ak.name, secret)
     record = new_record(
         device_id, "tpm2", hashlib.sha256(ek.area).hexdigest(), ak_raw, ak.name,
-        ak_qualified_name(ek, ak), image_id, "pending",
+        ak_qualified_name(ek, ak), image_id, "pending", ek_state,
     )
     record["challenge_sha256"] = hashlib.sha256(secret).hexdigest()
     challenge = {"credential": canonical.b64e(credential_file(id_object, enc_secret))}
     return record, challenge
 
 
+def _ek_certificate(cert: bytes | None, ek_key: Any, policy: EnrollmentPolicy) -> str:
+    """``checked`` or ``allowed-without``; refuses otherwise."""
+    if cert is None or not policy.ek_ca_bundle:
+        if policy.allow_ek_without_cert:
+            return ekcert.ALLOWED_WITHOUT
+        if cert is None:
+            raise EnrollmentError("the TPM has no EK certificate (a software TPM?); enroll "
+                                  "it only if the lab vets devices another way "
+                                  "(allow EKs without certificate)")
+        raise EnrollmentError("no EK CA bundle is configured to check the EK certificate")
+    ekcert.check_ek_certificate(cert, ek_key, policy.ek_ca_bundle)
+    return ekcert.CHECKED
+
+
+def assign_image(record: dict[str, Any], image_id: str) -> dict[str, Any]:
+    """The record with ``image_id`` (the image its evidence showed it boots)."""
+    if not isinstance(image_id, str) or not image_id:
+        raise EnrollmentError("image_id must be a non-empty string")
+    try:
+        return validate_record({**record, "image_id": image_id})
+    except EvidenceError as exc:
+        raise EnrollmentError(f"bad enrollment record: {exc}") from None
+
+
 def finish_enrollment(record: dict[str, Any], secret: bytes) -> dict[str, Any]:
     """Complete a tpm2 enrollment with the secret ActivateCredential returned."""
-    rec = validate_record(record)
+    if not isinstance(secret, bytes | bytearray):
+        raise EnrollmentError("the credential secret must be bytes")
+    try:
+        rec = validate_record(record)
+    except EvidenceError as exc:
+        raise EnrollmentError(f"bad enrollment record: {exc}") from None
     if rec["status"] != "pending" or rec["challenge_sha256"] is None:
         raise EnrollmentError("record is not waiting for credential activation")
     got = hashlib.sha256(secret).hexdigest()
@@ -228,7 +287,7 @@ def finish_enrollment(record: dict[str, Any], secret: bytes) -> dict[str, Any]:
 
 
 def new_record(device_id: str, mode: str, ek_hash: str | None, ak_public: bytes, ak_name: bytes,
-               ak_qn: bytes, image_id: str, status: str) -> dict[str, Any]:
+               ak_qn: bytes, image_id: str, status: str, ek_cert: str) -> dict[str, Any]:
     return {
         "format": 1,
         "device_id": device_id,
@@ -242,6 +301,7 @@ def new_record(device_id: str, mode: str, ek_hash: str | None, ak_public: bytes,
         "last_clock": None,
         "firmware_pcrs": {},
         "challenge_sha256": None,
+        "ek_cert": ek_cert,
     }
 
 
@@ -253,6 +313,10 @@ def validate_record(record: object) -> dict[str, Any]:
     check_device_id(rec["device_id"])
     if rec["mode"] not in ("tpm2", "soft") or rec["status"] not in STATUSES:
         raise EvidenceError("enrollment record: bad mode or status")
+    if rec["ek_cert"] not in EK_CERT_STATES or \
+            (rec["ek_cert"] == ekcert.NONE) != (rec["mode"] == "soft"):
+        raise EvidenceError(f"enrollment record: bad ek_cert {rec['ek_cert']!r} for "
+                            f"{rec['mode']} (allowed: {', '.join(EK_CERT_STATES)})")
     if not isinstance(rec["image_id"], str) or not rec["image_id"]:
         raise EvidenceError("enrollment record: bad image_id")
     canonical.hexd(rec["ak_name"], "ak_name", 34)
@@ -272,7 +336,7 @@ def validate_record(record: object) -> dict[str, Any]:
     if not isinstance(fw, dict):
         raise EvidenceError("firmware_pcrs: expected an object")
     for k, v in fw.items():
-        if k not in {str(i) for i in range(24)}:
+        if k not in _PCR_KEYS:
             raise EvidenceError(f"firmware_pcrs: bad PCR index {k!r}")
         canonical.hexd(v, f"firmware_pcrs.{k}", 32)
     return rec

@@ -7,7 +7,9 @@ records. Integers are little-endian. Each TCG_PCR_EVENT2 must carry exactly one
 digest for every algorithm of the Spec ID event. No trailing bytes are allowed.
 
 ``replay`` extends PCR values per bank: EV_NO_ACTION events are not extended, and
-a ``StartupLocality`` EV_NO_ACTION event sets the initial value of PCR 0.
+a ``StartupLocality`` EV_NO_ACTION event sets the initial value of PCR 0 only when it
+comes before every PCR 0 measurement (anywhere else it is ignored here and refused by
+the verifier's event-log checks, ``attestation.logcheck``).
 """
 
 from __future__ import annotations
@@ -51,6 +53,10 @@ EV_EFI_HANDOFF_TABLES2 = 0x8000000B
 EV_EFI_VARIABLE_BOOT2 = 0x8000000C
 EV_EFI_HCRTM_EVENT = 0x80000010
 EV_EFI_VARIABLE_AUTHORITY = 0x800000E0
+EV_EFI_SPDM_FIRMWARE_BLOB = 0x800000E1
+EV_EFI_SPDM_FIRMWARE_CONFIG = 0x800000E2
+EV_EFI_SPDM_DEVICE_POLICY = 0x800000E3
+EV_EFI_SPDM_DEVICE_AUTHORITY = 0x800000E4
 
 SPEC_ID_SIGNATURE = b"Spec ID Event03\x00"
 STARTUP_LOCALITY_SIGNATURE = b"StartupLocality\x00"
@@ -180,6 +186,12 @@ def parse(data: bytes) -> EventLog:
     return EventLog(spec, tuple(events))
 
 
+def is_startup_locality(ev: Event) -> bool:
+    """A ``StartupLocality`` EV_NO_ACTION event (PCR 0's initial value is its locality)."""
+    return (ev.type == EV_NO_ACTION and ev.pcr == 0 and len(ev.data) == 17
+            and ev.data[:16] == STARTUP_LOCALITY_SIGNATURE)
+
+
 def replay(log: EventLog, hash_alg: int) -> dict[int, bytes]:
     """Replay the log for one bank; returns PCR index -> value for PCRs 0..23."""
     name = HASH_NAMES.get(hash_alg)
@@ -187,15 +199,13 @@ def replay(log: EventLog, hash_alg: int) -> dict[int, bytes]:
         raise EvidenceError(f"event log: no digests for bank 0x{hash_alg:04x}")
     size = HASH_SIZES[hash_alg]
     pcrs = {i: b"\x00" * size for i in range(NUM_PCRS)}
+    pcr0_extended = False
     for ev in log.events:
         if ev.type == EV_NO_ACTION:
-            if (
-                ev.pcr == 0
-                and len(ev.data) == 17
-                and ev.data[:16] == STARTUP_LOCALITY_SIGNATURE
-            ):
+            if is_startup_locality(ev) and not pcr0_extended:
                 pcrs[0] = b"\x00" * (size - 1) + ev.data[16:17]
             continue
+        pcr0_extended = pcr0_extended or ev.pcr == 0
         h = hashlib.new(name, pcrs[ev.pcr])
         h.update(ev.digests[hash_alg])
         pcrs[ev.pcr] = h.digest()
@@ -240,6 +250,7 @@ __all__ = [
     "encode",
     "encode_event",
     "encode_spec_id",
+    "is_startup_locality",
     "parse",
     "replay",
 ]

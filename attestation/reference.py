@@ -6,9 +6,26 @@ deterministic for the same data. ``reference.json.sig`` holds base64 of the raw
 64-byte Ed25519 signature over the exact bytes of reference.json, on one line
 ending with a newline.
 
-Fields: format (1), image_id (str), pcr_bank ("sha256"), pcrs ({"<pcr>": hex}),
-pcr11_phases ({phase-path: hex}, optional), roothash (hex or null), uki_sha256
-(hex), uki_authenticode_sha256 (hex), cmdline (str).
+Fields (format 2; docs/reference-format.md has the full table):
+
+    format                   2 (format 1 predates the pinned boot path and is refused)
+    image_id                 str
+    pcr_bank                 "sha256"
+    pcrs                     {"<pcr>": hex}: at least "11" (after the final boot phase),
+                             "12" and "13" (their value with nothing passed to the stub)
+    pcr11_phases             {phase path: hex}, optional: every phase ukify predicted
+    boot_applications        {"secure_boot": [hex, ...], "no_secure_boot": [hex, ...]}: the
+                             ordered Authenticode sha256 of every PCR 4 boot application
+                             with Secure Boot on and off
+    db_certificate_sha256    hex sha256 of the DER db certificate that signed the UKI, or
+                             null for an unsigned image
+    roothash                 hex or null
+    uki_sha256               hex
+    uki_authenticode_sha256  hex (the first boot application)
+    cmdline                  str
+
+``image_for_boot(references, mode, digest)`` answers which registered reference a piece
+of evidence boots (see ``attestation.verifier.booted_uki``).
 """
 
 from __future__ import annotations
@@ -31,11 +48,15 @@ from . import canonical
 from .errors import EvidenceError, ReferenceValueError
 
 MAX_REFERENCE = 1024 * 1024
+FORMAT = 2
 REQUIRED = frozenset({
     "format", "image_id", "pcr_bank", "pcrs", "roothash", "uki_sha256",
-    "uki_authenticode_sha256", "cmdline",
+    "uki_authenticode_sha256", "cmdline", "boot_applications", "db_certificate_sha256",
 })
 OPTIONAL = frozenset({"pcr11_phases"})
+REQUIRED_PCRS = ("11", "12", "13")
+BOOT_STATES = frozenset({"secure_boot", "no_secure_boot"})
+MAX_BOOT_APPLICATIONS = 16
 
 
 def encode_reference(data: dict[str, Any]) -> bytes:
@@ -118,9 +139,11 @@ def _hex32(value: object, what: str) -> None:
 
 def check_reference(data: object) -> dict[str, Any]:
     """Strict field check of reference data; raises EvidenceError."""
+    fmt = data.get("format") if isinstance(data, dict) else None
+    if type(fmt) is not int or fmt != FORMAT:
+        raise EvidenceError(f"reference: unsupported format {fmt!r} (this verifier reads "
+                            f"format {FORMAT}; rebuild the image)")
     ref = canonical.require_keys(data, "reference", REQUIRED, OPTIONAL)
-    if type(ref["format"]) is not int or ref["format"] != 1:
-        raise EvidenceError("reference: unsupported format")
     if not isinstance(ref["image_id"], str) or not ref["image_id"]:
         raise EvidenceError("reference: image_id must be a non-empty string")
     if ref["pcr_bank"] != "sha256":
@@ -132,6 +155,19 @@ def check_reference(data: object) -> dict[str, Any]:
         if k not in {str(i) for i in range(24)}:
             raise EvidenceError(f"reference: bad PCR index {k!r}")
         _hex32(v, f"reference.pcrs.{k}")
+    for k in REQUIRED_PCRS:
+        if k not in pcrs:
+            raise EvidenceError(f"reference: pcrs must predict PCR {k}")
+    apps = canonical.require_keys(ref["boot_applications"], "reference.boot_applications",
+                                  BOOT_STATES)
+    for state, digests in apps.items():
+        if not isinstance(digests, list) or not 1 <= len(digests) <= MAX_BOOT_APPLICATIONS:
+            raise EvidenceError(f"reference.boot_applications.{state}: expected a list of "
+                                f"1..{MAX_BOOT_APPLICATIONS} digests")
+        for i, d in enumerate(digests):
+            _hex32(d, f"reference.boot_applications.{state}[{i}]")
+    if ref["db_certificate_sha256"] is not None:
+        _hex32(ref["db_certificate_sha256"], "reference.db_certificate_sha256")
     phases = ref.get("pcr11_phases", {})
     if not isinstance(phases, dict):
         raise EvidenceError("reference: pcr11_phases must be an object")
@@ -146,6 +182,18 @@ def check_reference(data: object) -> dict[str, Any]:
     if not isinstance(ref["cmdline"], str):
         raise EvidenceError("reference: cmdline must be a string")
     return ref
+
+
+def image_for_boot(references: dict[str, dict[str, Any]], mode: str,
+                   digest: str) -> str | None:
+    """The image id whose reference boots ``digest``: the UKI's Authenticode sha256 (tpm2,
+    the first PCR 4 boot application) or its file sha256 (soft). None if no reference does;
+    the newest-registered choice among several is the caller's."""
+    field = "uki_sha256" if mode == "soft" else "uki_authenticode_sha256"
+    for image_id, ref in references.items():
+        if ref.get(field) == digest:
+            return image_id
+    return None
 
 
 def load_or_create_build_key(path: Path) -> Ed25519PrivateKey:

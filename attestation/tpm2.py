@@ -7,6 +7,10 @@ Every call is a subprocess with an argument list (no shell). The TCTI comes from
   ``ek_handle`` (0x81010001 by default) or reused if already there.
 * AK: restricted signing key under the EK (``tpm2_createak``), ECC P-256/ECDSA or
   RSA-2048/RSASSA, sha256, persisted at ``ak_handle`` (0x81010002) or reused.
+* EK certificate: read from NV index 0x01c00002 (TCG: RSA-2048 EK certificate) when the
+  TPM has one, and sent with the enrollment request (null otherwise).
+
+Quotes cover ``DEFAULT_PCRS``: 0-9, 11, 12 and 13 (see ``attestation.policy``).
 
 Public areas are cached in the state directory as ek.pub / ak.pub (TPM2B_PUBLIC).
 """
@@ -20,6 +24,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from .ekcert import trim_der
 from .errors import BackendError, EvidenceError
 from .evidence import Evidence
 from .tpm_structs import (
@@ -31,8 +36,9 @@ from .tpm_structs import (
 
 DEFAULT_STATE_DIR = Path("/var/lib/auditbox-attest/tpm2")
 DEFAULT_EVENT_LOG = Path("/sys/kernel/security/tpm0/binary_bios_measurements")
-DEFAULT_PCRS: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11)
+DEFAULT_PCRS: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13)
 EK_HANDLE = 0x81010001
+EK_CERT_NV_INDEX = 0x01C00002
 AK_HANDLE = 0x81010002
 TOOL_TIMEOUT = 60
 
@@ -149,10 +155,23 @@ class Tpm2Backend:
     def ak_name(self) -> bytes:
         return parse_tpm2b_public(self._publics()[1]).name
 
+    def ek_certificate(self) -> bytes | None:
+        """The RSA EK certificate from NV (DER, NV padding dropped), or None if absent."""
+        out = self.run("tpm2_nvreadpublic").decode(errors="replace")
+        if not any(line.strip().rstrip(":").lower() in ("0x1c00002", "0x01c00002")
+                   for line in out.splitlines()):
+            return None
+        with tempfile.TemporaryDirectory(dir=self._state()) as tmp:
+            path = os.path.join(tmp, "ek.der")
+            self.run("tpm2_nvread", f"0x{EK_CERT_NV_INDEX:08x}", "-C", "o", "-o", path)
+            with open(path, "rb") as f:
+                return trim_der(f.read())
+
     def enrollment_request(self) -> dict[str, object]:
         from .canonical import b64e
 
         ek, ak = self.ensure_keys()
+        cert = self.ek_certificate()
         try:
             name = parse_tpm2b_public(ak).name
             dev = self._device_id or tpm_device_id(ek)
@@ -163,7 +182,7 @@ class Tpm2Backend:
             "mode": "tpm2",
             "device_id": dev,
             "ek_public": b64e(ek),
-            "ek_cert": None,
+            "ek_cert": None if cert is None else b64e(cert),
             "ak_public": b64e(ak),
             "ak_name": name.hex(),
         }

@@ -79,6 +79,9 @@ MAX_RSA_BYTES = 512
 MAX_ECC_BYTES = 66
 
 
+_U8, _U16, _U32, _U64 = (struct.Struct(f) for f in (">B", ">H", ">I", ">Q"))
+
+
 class Reader:
     """Bounds-checked big-endian cursor over bytes."""
 
@@ -101,20 +104,25 @@ class Reader:
         self.pos += n
         return out
 
+    def _int(self, fmt: struct.Struct) -> int:
+        pos = self.pos
+        if pos + fmt.size > len(self.data):
+            self.take(fmt.size)          # raises with the message
+        self.pos = pos + fmt.size
+        v: int = fmt.unpack_from(self.data, pos)[0]
+        return v
+
     def u8(self) -> int:
-        return self.take(1)[0]
+        return self._int(_U8)
 
     def u16(self) -> int:
-        v: int = struct.unpack(">H", self.take(2))[0]
-        return v
+        return self._int(_U16)
 
     def u32(self) -> int:
-        v: int = struct.unpack(">I", self.take(4))[0]
-        return v
+        return self._int(_U32)
 
     def u64(self) -> int:
-        v: int = struct.unpack(">Q", self.take(8))[0]
-        return v
+        return self._int(_U64)
 
     def tpm2b(self, cap: int, field: str) -> bytes:
         size = self.u16()

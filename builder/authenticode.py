@@ -1,4 +1,5 @@
-"""PE/COFF Authenticode digest (what UEFI firmware measures into PCR 4 for a boot app)."""
+"""PE/COFF images: the Authenticode digest (what UEFI firmware measures into PCR 4 for a boot
+application) and section contents as a loader sees them."""
 
 from __future__ import annotations
 
@@ -9,13 +10,13 @@ from pathlib import Path
 from builder.errors import BuildError
 
 
-def authenticode_sha256(path: Path) -> str:
-    data = path.read_bytes()
+def _headers(data: bytes, what: str) -> tuple[int, int, int, int]:
+    """(optional header offset, its size, section count, data directory offset)."""
     if data[:2] != b"MZ" or len(data) < 0x40:
-        raise BuildError(f"{path}: not a PE file")
+        raise BuildError(f"{what}: not a PE file")
     pe = struct.unpack_from("<I", data, 0x3C)[0]
     if data[pe:pe + 4] != b"PE\0\0":
-        raise BuildError(f"{path}: no PE signature")
+        raise BuildError(f"{what}: no PE signature")
     coff = pe + 4
     nsections, = struct.unpack_from("<H", data, coff + 2)
     opt_size, = struct.unpack_from("<H", data, coff + 16)
@@ -26,7 +27,13 @@ def authenticode_sha256(path: Path) -> str:
     elif magic == 0x10B:         # PE32
         dd = opt + 96
     else:
-        raise BuildError(f"{path}: unknown optional header magic {magic:#x}")
+        raise BuildError(f"{what}: unknown optional header magic {magic:#x}")
+    return opt, opt_size, nsections, dd
+
+
+def authenticode_digest(data: bytes, what: str = "PE image") -> str:
+    """Hex Authenticode sha256 of a PE image (checksum and certificate table left out)."""
+    opt, opt_size, nsections, dd = _headers(data, what)
     checksum = opt + 64
     size_of_headers, = struct.unpack_from("<I", data, opt + 60)
     cert_entry = dd + 4 * 8
@@ -49,3 +56,23 @@ def authenticode_sha256(path: Path) -> str:
     if end > hashed:
         h.update(data[hashed:end])
     return h.hexdigest()
+
+
+def authenticode_sha256(path: Path) -> str:
+    return authenticode_digest(path.read_bytes(), str(path))
+
+
+def section(data: bytes, name: str, what: str = "PE image") -> bytes:
+    """The section called ``name`` as loaded in memory: VirtualSize bytes (the file's bytes,
+    zero-filled past SizeOfRawData), which is what systemd-stub hands on (e.g. ``.linux``)."""
+    opt, opt_size, nsections, _dd = _headers(data, what)
+    table = opt + opt_size
+    for i in range(nsections):
+        entry = table + 40 * i
+        if data[entry:entry + 8].rstrip(b"\0").decode("ascii", "replace") != name:
+            continue
+        vsize, _vaddr, raw_size, raw_ptr = struct.unpack_from("<IIII", data, entry + 8)
+        size = int(vsize or raw_size)
+        body = data[raw_ptr:raw_ptr + min(size, int(raw_size))]
+        return body + b"\0" * (size - len(body))
+    raise BuildError(f"{what}: no {name} section")

@@ -24,7 +24,7 @@ from builder.progress import BuildLog
 from builder.tools import ToolsTree
 
 CHECKSUMMED = ("image.raw", "image.qcow2", "manifest.json", "reference.json",
-               "reference.json.sig", "build-key.pub", "sbom.spdx.json")
+               "reference.json.sig", "build-key.pub", "secure-boot-db.crt", "sbom.spdx.json")
 
 
 @contextmanager
@@ -63,6 +63,12 @@ def write_reference(out: Path, cache: Path, data: dict[str, Any], key_path: Path
     key = load_or_create_build_key(key_path or cache / "keys" / "build-key.pem")
     write_signed_reference(out, data, key)
     (out / "build-key.pub").write_bytes(public_key_pem(key))
+
+
+def write_secure_boot_cert(out: Path, cert: Path) -> None:
+    """OUT/secure-boot-db.crt: the db certificate to enroll in the terminals' firmware."""
+    shutil.copyfile(cert, out / "secure-boot-db.crt")
+    (out / "secure-boot-db.crt").chmod(0o644)
 
 
 def write_qcow2(log: BuildLog, out: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sys
 import tempfile
 import time
 import uuid
@@ -14,18 +15,23 @@ from pathlib import Path
 from typing import Any
 
 from builder import __version__, bootstrap, debpkg, disk, initrd, outputs, tree
-from builder.authenticode import authenticode_sha256
 from builder.cache import sha256_file
 from builder.chroot import chroot_run, remove_tree
 from builder.plan import BuildPlan
 from builder.planner import make_plan
+from builder.prediction import reference as predicted_reference
 from builder.profile import load_profile, profile_to_dict
 from builder.progress import BuildLog
 from builder.sbom import sbom
+from builder.secureboot import (
+    UNSIGNED_WARNING,
+    SigningKeys,
+    certificate_der,
+    manifest_entry,
+    resolve_signing,
+)
 from builder.tools import ensure_tools
 from builder.uki import build_uki
-
-READY_PHASE = "enter-initrd:leave-initrd:sysinit:ready"
 
 
 @dataclass
@@ -56,6 +62,8 @@ def build(opts: BuildOptions) -> dict[str, Any]:
         profile.mirror = opts.mirror
     formats = sorted(set(profile.output.formats) | set(opts.formats) | {"raw"})
     plan = make_plan(profile)
+    signing = resolve_signing(profile, opts.secure_boot_key, opts.secure_boot_cert,
+                                 opts.cache)
     epoch = source_date_epoch(plan)
     opts.cache.mkdir(parents=True, exist_ok=True)
     with outputs.staged_output(opts.out) as out:
@@ -64,7 +72,7 @@ def build(opts: BuildOptions) -> dict[str, Any]:
         log = BuildLog(log_path, quiet=opts.quiet)
         work = Path(tempfile.mkdtemp(prefix="build-", dir=_work_root(opts.cache)))
         try:
-            manifest = _run(log, opts, plan, epoch, out, work, formats)
+            manifest = _run(log, opts, plan, epoch, out, work, formats, signing)
         finally:
             remove_tree(log, work)
             log.close()
@@ -82,7 +90,8 @@ def _work_root(cache: Path) -> Path:
 
 
 def _run(log: BuildLog, opts: BuildOptions, plan: BuildPlan, epoch: int | None, out: Path,
-         work: Path, formats: list[str]) -> dict[str, Any]:
+         work: Path, formats: list[str],
+         signing: SigningKeys | None) -> dict[str, Any]:
     profile = plan.profile
     env = {"SOURCE_DATE_EPOCH": str(epoch)} if epoch is not None else {}
     log.say(f"auditbox {__version__}: building {profile.name} ({profile.suite}/"
@@ -142,9 +151,12 @@ def _run(log: BuildLog, opts: BuildOptions, plan: BuildPlan, epoch: int | None, 
             rootparts = disk.make_root(tools, work, inside, profile.image.verity,
                                        profile.image.compression, seed, env)
         cmdline = _cmdline(plan, rootparts)
-        with log.step("unified kernel image (ukify" + (", signed for Secure Boot)"
-                                                       if opts.secure_boot_key else ")")):
-            sign = _stage_secure_boot_keys(opts, work, inside)
+        if signing is None:       # loud even with -q: an unsigned image is development only
+            log.write(UNSIGNED_WARNING)
+            print(UNSIGNED_WARNING, file=sys.stderr, flush=True)
+        with log.step("unified kernel image (ukify" + (
+                f", signed for Secure Boot: {signing.source})" if signing else ", UNSIGNED)")):
+            sign = _stage_secure_boot_keys(signing, work, inside)
             uki = build_uki(tools, inside, work, kver, cmdline, *sign, env=env)
         with log.step("EFI system partition (systemd-repart)"):
             parts = disk.add_esp(tools, work, inside, uki.path, seed, env)
@@ -153,19 +165,12 @@ def _run(log: BuildLog, opts: BuildOptions, plan: BuildPlan, epoch: int | None, 
         os.replace(work / "image.raw", out / "image.raw")
         if "qcow2" in formats:
             outputs.write_qcow2(log, out)
-        uki_sha = sha256_file(uki.path)
-        reference = {
-            "format": 1,
-            "image_id": f"{profile.name}-{uki_sha[:16]}",
-            "pcr_bank": "sha256",
-            "pcrs": {"11": uki.pcr11[READY_PHASE]} if READY_PHASE in uki.pcr11 else {},
-            "pcr11_phases": uki.pcr11,
-            "roothash": rootparts.roothash,
-            "uki_sha256": uki_sha,
-            "uki_authenticode_sha256": authenticode_sha256(uki.path),
-            "cmdline": cmdline,
-        }
+        reference = predicted_reference(
+            profile.name, uki, cmdline, rootparts.roothash,
+            certificate_der(signing.cert) if signing else None)
         outputs.write_reference(out, opts.cache, reference, opts.signing_key)
+        if signing is not None:
+            outputs.write_secure_boot_cert(out, signing.cert)
         created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch or time.time()))
         image_sbom = sbom(str(reference["image_id"]), packages, created, profile.architecture)
         outputs.write_json(out / "sbom.spdx.json", image_sbom)
@@ -180,6 +185,7 @@ def _run(log: BuildLog, opts: BuildOptions, plan: BuildPlan, epoch: int | None, 
         "kernel_version": kver,
         "kernel_cmdline": cmdline,
         "roothash": rootparts.roothash,
+        "secure_boot": manifest_entry(profile, signing),
         "rules": plan.rule_ids,
         "packages": packages,
         "removed": {"kernel_modules": removed_modules, "paths": removed_docs},
@@ -198,16 +204,16 @@ def _run(log: BuildLog, opts: BuildOptions, plan: BuildPlan, epoch: int | None, 
     }
 
 
-def _stage_secure_boot_keys(opts: BuildOptions, work: Path,
+def _stage_secure_boot_keys(signing: SigningKeys | None, work: Path,
                             inside: str) -> tuple[str | None, str | None]:
     """Copy the Secure Boot key pair where the tools tree sees it; (key, cert) inside paths."""
-    if not (opts.secure_boot_key and opts.secure_boot_cert):
+    if signing is None:
         return None, None
     keys = work / "sb"
     keys.mkdir(mode=0o700, exist_ok=True)
-    shutil.copyfile(opts.secure_boot_key, keys / "db.key")
+    shutil.copyfile(signing.key, keys / "db.key")
     (keys / "db.key").chmod(0o600)
-    shutil.copyfile(opts.secure_boot_cert, keys / "db.crt")
+    shutil.copyfile(signing.cert, keys / "db.crt")
     return f"{inside}/sb/db.key", f"{inside}/sb/db.crt"
 
 

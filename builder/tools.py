@@ -22,7 +22,7 @@ from builder.progress import BuildLog
 TOOL_PACKAGES = (
     "systemd-repart", "systemd-ukify", "systemd-boot-efi", "systemd-container",
     "erofs-utils", "dosfstools", "mtools", "python3-pefile", "libcryptsetup12",
-    "sbsigntool", "fdisk", "kmod", "cpio",
+    "sbsigntool", "fdisk", "kmod", "cpio", "faketime",
 )
 
 

@@ -1,7 +1,13 @@
-"""Build the unified kernel image with trixie's ukify and record its PCR 11 predictions."""
+"""Build the unified kernel image with trixie's ukify and record its PCR 11 predictions.
+
+Signing (sbsign, called by ukify) puts the current time into the Authenticode signature's
+signingTime attribute. For a reproducible build (SOURCE_DATE_EPOCH set) ukify runs under
+faketime frozen at that epoch, so the same inputs and key give the same signed UKI.
+"""
 
 from __future__ import annotations
 
+import datetime
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,5 +46,10 @@ def build_uki(tools: ToolsTree, inside: str, work: Path, kver: str, cmdline: str
     if sign_key and sign_cert:
         argv += [f"--secureboot-private-key={sign_key}",
                  f"--secureboot-certificate={sign_cert}", "--signtool=sbsign"]
+        epoch = (env or {}).get("SOURCE_DATE_EPOCH")
+        if epoch:
+            frozen = datetime.datetime.fromtimestamp(int(epoch), datetime.UTC)
+            argv = ["faketime", "-f", frozen.strftime("%Y-%m-%d %H:%M:%S"), *argv]
+            env = {**(env or {}), "TZ": "UTC", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
     out = tools.run(argv, what="ukify", capture=True, env=env, merge_stderr=True)
     return Uki(work / "uki.efi", parse_measure(out))

@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import asyncssh
+from asyncssh.channel import SSHChannel
 
 from kiosk import protocol
 
@@ -60,6 +61,7 @@ BENIGN_GLOBAL = frozenset({"keepalive@openssh.com", "no-more-sessions@openssh.co
 KNOWN_CHANNELS = frozenset({"session", "direct-tcpip", "direct-streamlocal@openssh.com"})
 MSG_GLOBAL_REQUEST = 80
 MSG_CHANNEL_OPEN = 90
+MSG_CHANNEL_CLOSE = 97
 CLOSE_DELAY = 0.3
 
 
@@ -105,11 +107,19 @@ class Service:
 
 
 # -- channel-level refusals that asyncssh does not hand to the application ----------------------
+def _process_close_now(chan: AuditedChannel, pkttype: int, pktid: int, packet: Any) -> None:
+    chan.on_peer_close()          # in packet order: an open that follows sees the place free
+    SSHChannel._process_close(chan, pkttype, pktid, packet)
+
+
 class AuditedChannel(asyncssh.SSHServerChannel[bytes]):
     """A server channel whose env, x11, agent and unknown requests are refused and
-    reported. (asyncssh accepts env requests by default; we refuse them.)"""
+    reported (asyncssh accepts env requests by default; we refuse them), and which
+    reports the peer's close as soon as it arrives."""
 
     on_refused: Callable[[str, str], None]
+    on_peer_close: Callable[[], None]
+    _packet_handlers = {**SSHChannel._packet_handlers, MSG_CHANNEL_CLOSE: _process_close_now}
 
     def _process_env_request(self, packet: Any) -> bool:
         name = packet.get_string()
@@ -333,7 +343,9 @@ class Connection(asyncssh.SSHServer):
         chan.__class__ = AuditedChannel          # same object, our request handlers
         audited: AuditedChannel = chan  # type: ignore[assignment]
         audited.on_refused = self.refused
-        return chan, SessionChannel(self)
+        session = SessionChannel(self)
+        audited.on_peer_close = session.release
+        return chan, session
 
     def connection_requested(self, dest_host: str, dest_port: int, orig_host: str,
                              orig_port: int) -> bool:
@@ -494,6 +506,13 @@ class SessionChannel(asyncssh.SSHServerSession[bytes]):
         self.term: tuple[str, int, int] | None = None
         self.refusal = ""
         self.early = b""
+        self.released = False
+
+    def release(self) -> None:
+        """This channel no longer counts against the connection's two session channels."""
+        if not self.released:
+            self.released = True
+            self.owner.sessions -= 1
 
     def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
         self.chan = chan
@@ -575,7 +594,7 @@ class SessionChannel(asyncssh.SSHServerSession[bytes]):
         return True          # keep the channel: the gateway closes it, after its message
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.owner.sessions -= 1
+        self.release()
         if self.control is not None:
             self.control.connection_lost(exc)
         elif self.role == "pty" and self.owner.pty is not None:

@@ -26,7 +26,8 @@ from builder.profile.validators import _mirror
               help="Ed25519 build key (PEM, must exist) that signs reference.json [default: "
                    "one kept in the cache, made on first use].")
 @click.option("--secure-boot-key", type=click.Path(path_type=Path), default=None,
-              help="PEM private key that signs the UKI for Secure Boot (with --secure-boot-cert).")
+              help="PEM RSA private key that signs the UKI for Secure Boot (with "
+                   "--secure-boot-cert); overrides the profile's secure_boot.key.")
 @click.option("--secure-boot-cert", type=click.Path(path_type=Path), default=None,
               help="PEM certificate matching --secure-boot-key (enroll it in the firmware db).")
 @click.option("--check-reproducible", is_flag=True,

@@ -109,6 +109,14 @@ class Image:
 
 
 @dataclass
+class SecureBoot:
+    required: bool = default("secure_boot.required")         # refuse an unsigned UKI
+    key: str | None = default("secure_boot.key")             # PEM RSA key (profile-relative)
+    cert: str | None = default("secure_boot.cert")           # its certificate, for the db
+    development_key: bool = default("secure_boot.development_key")  # a pair in the cache
+
+
+@dataclass
 class TestAccess:
     """Test-only access channels. Empty in production profiles."""
 
@@ -143,6 +151,7 @@ class Profile:
     files: list[FileEntry] = default("files")
     output: Output = field(default_factory=Output)
     image: Image = field(default_factory=Image)
+    secure_boot: SecureBoot = field(default_factory=SecureBoot)
     test_access: TestAccess = field(default_factory=TestAccess)
     # key path ("kernel.cmdline", "users") -> where it was set; for later errors
     origins: dict[str, Origin] = field(default_factory=dict)

@@ -175,6 +175,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("image.source_date_epoch", Kind.INT, None,
             "SOURCE_DATE_EPOCH for reproducible builds; null: the build time.",
             minimum=0, nullable=True),
+    Setting("secure_boot.required", Kind.BOOL, False,
+            "Refuse to build unless a Secure Boot key signs the UKI (the production base "
+            "profile sets it; gateways then require Secure Boot at PCR 7)."),
+    Setting("secure_boot.key", Kind.STR, None,
+            "PEM RSA private key that signs the UKI (relative to this profile's directory); "
+            "--secure-boot-key overrides it.", v.HOST_FILE, nullable=True),
+    Setting("secure_boot.cert", Kind.STR, None,
+            "PEM certificate of secure_boot.key: enroll it in the firmware's db.",
+            v.HOST_FILE, nullable=True),
+    Setting("secure_boot.development_key", Kind.BOOL, False,
+            "Sign with a development key pair generated in the cache on first use (example "
+            "and development builds; the manifest says so). Never for real terminals."),
     Setting("test_access.root_shell_tty", Kind.STR, None,
             "TEST ONLY: passwordless root shell on this tty. Null in production.", v.TTY,
             nullable=True),

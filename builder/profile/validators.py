@@ -58,6 +58,7 @@ def _setting_key(value: str) -> str | None:
 
 SETTING_KEY = Check("a key listed by `auditbox profile schema`",
                     _setting_key)
+HOST_FILE = _pattern(r"[A-Za-z0-9._/@+~-]+", "file path on the build host", 4096)
 PROFILE_NAME = _pattern(r"[a-z0-9][a-z0-9-]{0,62}", "profile name")
 USER_NAME = _pattern(r"[a-z_][a-z0-9_-]{0,31}", "user name")
 GROUP_NAME = _pattern(r"[a-z_][a-z0-9_-]{0,31}", "group name")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from attestation import canonical, eventlog
+from attestation import canonical, eventlog, uefi
 from attestation.credential import kdfa
 from attestation.enroll import EnrollmentPolicy, begin_enrollment, finish_enrollment
 from attestation.evidence import Evidence
@@ -43,8 +44,16 @@ from attestation.verifier import Verifier, qualifying_data
 EK_POLICY = bytes.fromhex("837197674484b3f81a90cc8d46a5d724fd52d76e06520b64f2a1da1b331469aa")
 AK_ATTRS = 0x00050072
 EK_ATTRS = 0x000300B2
-TPM2_PCRS = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11)
+TPM2_PCRS = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13)
 APP = eventlog.EV_EFI_BOOT_SERVICES_APPLICATION
+AUTH = hashlib.sha256(b"uki-A").digest()            # the UKI's Authenticode digest
+LINUX_AUTH = hashlib.sha256(b"linux-A").digest()    # the kernel the stub loads from it
+CMDLINE = "roothash=aa console=ttyS0"
+DB_CERT = b"0\x82\x03\x17 the test db certificate (DER stand-in)"
+OTHER_CERT = b"0\x82\x03\x17 someone else's db certificate"
+OWNER = uuid.UUID("5b1f8a52-6f3e-4c1b-9d0e-a0d1c7e0b0b5").bytes_le
+CALLING = b"Calling EFI Application from Boot Option"
+Events = list[tuple[int, int, dict[int, bytes], bytes]]
 
 
 def tpm2b(b: bytes) -> bytes:
@@ -61,64 +70,94 @@ def ecc_public_area(key: ec.EllipticCurvePublicKey, attrs: int = AK_ATTRS) -> by
     )
 
 
-def rsa_ek_public_area(key: rsa.RSAPublicKey) -> bytes:
-    n = key.public_numbers().n.to_bytes(256, "big")
+def rsa_ek_public_area(key: rsa.RSAPublicKey, exponent: int = 0,
+                       modulus: bytes | None = None) -> bytes:
+    n = modulus if modulus is not None else key.public_numbers().n.to_bytes(256, "big")
     return (
         struct.pack(">HHI", 0x0001, 0x000B, EK_ATTRS) + tpm2b(EK_POLICY)
         + struct.pack(">HHH", 0x0006, 128, 0x0043) + struct.pack(">H", 0x0010)
-        + struct.pack(">HI", 2048, 0) + tpm2b(n)
+        + struct.pack(">HI", 2048, exponent) + tpm2b(n)
     )
 
 
-def uefi_var(name: str, data: bytes) -> bytes:
+def uefi_var(name: str, data: bytes, guid: bytes = uefi.EFI_GLOBAL_VARIABLE) -> bytes:
     """UEFI_VARIABLE_DATA: GUID, name length, data length, UTF-16 name, data."""
-    uname = name.encode("utf-16-le")
-    return b"\x61\xdf\xe4\x8b\xca\x93\xd2\x11\xaa\x0d\x00\xe0\x98\x03\x2b\x8c" + \
-        struct.pack("<QQ", len(name), len(data)) + uname + data
+    return uefi.encode_variable(guid, name, data)
 
 
-def build_log(auth: bytes, cmdline: str, banks: tuple[int, ...] = (TPM_ALG_SHA256,),
-              ) -> list[tuple[int, int, dict[int, bytes], bytes]]:
-    """A plausible OVMF + systemd-stub boot: (pcr, type, digests, data) per event."""
+def build_log(auth: bytes = AUTH, cmdline: str = CMDLINE,
+              banks: tuple[int, ...] = (TPM_ALG_SHA256,), *, secure_boot: bool = True,
+              db_cert: bytes = DB_CERT, linux: bytes = LINUX_AUTH,
+              loader_cmdline: str | None = None) -> Events:
+    """An OVMF + systemd-stub boot as the real logs of our images show it.
+
+    Secure Boot on: PK/KEK/db/dbx measured, the UKI verified by db_cert (an authority
+    event after PCR 7's separator), the UKI the only PCR 4 boot application. Off: nothing
+    in the variables, no authority, and the kernel the stub loads is a second application.
+    loader_cmdline: a command line passed by a boot loader (the stub measures it into
+    PCR 12; with Secure Boot off it is the one the kernel gets).
+    """
 
     def h(data: bytes) -> dict[int, bytes]:
         return {a: hashlib.new("sha1" if a == TPM_ALG_SHA1 else "sha256", data).digest()
                 for a in banks}
 
-    evs: list[tuple[int, int, dict[int, bytes], bytes]] = []
-    evs.append((0, eventlog.EV_S_CRTM_VERSION, h(b"ovmf\0"), b"ovmf\0"))
+    def var(name: str, value: bytes, guid: bytes = uefi.EFI_GLOBAL_VARIABLE) -> tuple[
+            int, int, dict[int, bytes], bytes]:
+        data = uefi_var(name, value, guid)
+        return (7, eventlog.EV_EFI_VARIABLE_DRIVER_CONFIG, h(data), data)
+
+    def digest(d: bytes) -> dict[int, bytes]:
+        return {a: (d if a == TPM_ALG_SHA256 else d[:20]) for a in banks}
+
+    dbs = uefi.EFI_IMAGE_SECURITY_DATABASE
+    evs: Events = []
+    evs.append((0, eventlog.EV_S_CRTM_VERSION, h(b"\0\0"), b"\0\0"))
     evs.append((0, eventlog.EV_EFI_PLATFORM_FIRMWARE_BLOB, h(b"fv-main"), b"\x01" * 16))
+    sig_list = OWNER + db_cert if secure_boot else b""
+    evs.append(var("SecureBoot", b"\x01" if secure_boot else b"\x00"))
+    evs.append(var("PK", sig_list))
+    evs.append(var("KEK", sig_list))
+    evs.append(var("db", sig_list, dbs))
+    evs.append(var("dbx", b"\x26\x16" * 8 if secure_boot else b"", dbs))
+    evs.append((7, eventlog.EV_SEPARATOR, h(b"\0\0\0\0"), b"\0\0\0\0"))
     boot_order = uefi_var("BootOrder", b"\x01\x00")
     # as real firmware does: EV_EFI_VARIABLE_BOOT digests the variable's data only
     evs.append((1, eventlog.EV_EFI_VARIABLE_BOOT, h(b"\x01\x00"), boot_order))
-    sb = uefi_var("SecureBoot", b"\x00")
-    evs.append((7, eventlog.EV_EFI_VARIABLE_DRIVER_CONFIG, h(sb), sb))
-    for pcr in range(8):
-        if pcr == 4:
-            continue
+    evs.append((4, eventlog.EV_EFI_ACTION, h(CALLING), CALLING))
+    for pcr in range(7):
         evs.append((pcr, eventlog.EV_SEPARATOR, h(b"\0\0\0\0"), b"\0\0\0\0"))
-    evs.append((4, eventlog.EV_EFI_ACTION, h(b"Calling EFI Application from Boot Option"),
-                b"Calling EFI Application from Boot Option"))
-    evs.append((4, eventlog.EV_SEPARATOR, h(b"\0\0\0\0"), b"\0\0\0\0"))
-    evs.append((5, eventlog.EV_EFI_ACTION, h(b"Exit Boot Services Returned with Success"),
-                b"Exit Boot Services Returned with Success"))
+    if secure_boot:
+        authority = uefi_var("db", OWNER + db_cert, dbs)
+        evs.append((7, eventlog.EV_EFI_VARIABLE_AUTHORITY, h(authority), authority))
+    # UEFI_GPT_DATA: the 92-byte partition table header and NumberOfPartitions (0 here)
+    gpt = b"EFI PART" + struct.pack("<IIIIQQQQ", 0x10000, 92, 0, 0, 1, 0x7FF, 34, 0x7DE) + \
+        b"\x11" * 16 + struct.pack("<QIII", 2, 128, 128, 0) + struct.pack("<Q", 0)
+    evs.append((5, eventlog.EV_EFI_GPT_EVENT, h(gpt), gpt))
     devpath = b"\x7f\xff\x04\x00"  # end-of-device-path node
     image = struct.pack("<QQQQ", 0x7E000000, 0x100000, 0, len(devpath)) + devpath
-    evs.append((4, APP, {a: (auth if a == TPM_ALG_SHA256 else auth[:20]) for a in banks},
-                image))
+    evs.append((4, APP, digest(auth), image))
     for name, body in ((".linux", b"kernel"), (".osrel", b"ID=debian"),
                        (".cmdline", cmdline.encode()), (".initrd", b"initrd")):
-        evs.append((11, eventlog.EV_IPL, h(name.encode() + b"\0"), name.encode() + b"\0"))
-        evs.append((11, eventlog.EV_IPL, h(body), name.encode() + b"\0"))
-    evs.append((9, eventlog.EV_EVENT_TAG, h(b"initrd-addon"), b"tag"))
-    evs.append((8, eventlog.EV_IPL, h(cmdline.encode()), b"cmdline"))
-    evs.append((4, eventlog.EV_EFI_ACTION, h(b"Exit Boot Services Invocation"),
-                b"Exit Boot Services Invocation"))
+        label = name.encode("utf-16-le") + b"\0\0"
+        evs.append((11, eventlog.EV_IPL, h(label), label))
+        evs.append((11, eventlog.EV_IPL, h(body), label))
+    if loader_cmdline is not None:
+        text = (loader_cmdline + "\0").encode("utf-16-le")
+        evs.append((12, eventlog.EV_IPL, h(text), text))
+    if not secure_boot:
+        evs.append((4, APP, digest(linux), image))
+    given = loader_cmdline if loader_cmdline is not None and not secure_boot else cmdline
+    for tag, body in ((b"LoadOptions", (given + "\0").encode("utf-16-le")),
+                      (b"Linux initrd", b"initrd")):
+        evs.append((9, eventlog.EV_EVENT_TAG, h(body), tag))
+    for action in (b"Exit Boot Services Invocation",
+                   b"Exit Boot Services Returned with Success"):
+        evs.append((5, eventlog.EV_EFI_ACTION, h(action), action))
     return evs
 
 
-def encode_log(events: list[tuple[int, int, dict[int, bytes], bytes]],
-               banks: tuple[int, ...] = (TPM_ALG_SHA256,)) -> bytes:
+def encode_log(events: Events, banks: tuple[int, ...] = (TPM_ALG_SHA256,)) -> bytes:
     sizes = {TPM_ALG_SHA1: 20, TPM_ALG_SHA256: 32}
     out = eventlog.encode_spec_id(tuple((a, sizes[a]) for a in banks))
     for pcr, typ, dig, data in events:
@@ -126,11 +165,16 @@ def encode_log(events: list[tuple[int, int, dict[int, bytes], bytes]],
     return out
 
 
-def replay(events: list[tuple[int, int, dict[int, bytes], bytes]]) -> dict[int, bytes]:
+def replay(events: Events) -> dict[int, bytes]:
+    """What a TPM holds after these events (a leading StartupLocality sets PCR 0)."""
     pcrs = {i: b"\0" * 32 for i in range(24)}
-    for pcr, typ, dig, _ in events:
-        if typ != eventlog.EV_NO_ACTION:
-            pcrs[pcr] = hashlib.sha256(pcrs[pcr] + dig[TPM_ALG_SHA256]).digest()
+    for pcr, typ, dig, data in events:
+        if typ == eventlog.EV_NO_ACTION:
+            if pcr == 0 and data[:16] == eventlog.STARTUP_LOCALITY_SIGNATURE and \
+                    pcrs[0] == b"\0" * 32:
+                pcrs[0] = b"\0" * 31 + data[16:17]
+            continue
+        pcrs[pcr] = hashlib.sha256(pcrs[pcr] + dig[TPM_ALG_SHA256]).digest()
     return pcrs
 
 
@@ -142,15 +186,20 @@ class FakeTpm:
     ak: ec.EllipticCurvePrivateKey = field(default_factory=lambda: ec.generate_private_key(
         ec.SECP256R1()))
     ek: rsa.RSAPrivateKey = field(default_factory=lambda: rsa.generate_private_key(65537, 2048))
-    auth: bytes = hashlib.sha256(b"uki-A").digest()
-    cmdline: str = "roothash=aa console=ttyS0"
+    auth: bytes = AUTH
+    cmdline: str = CMDLINE
+    secure_boot: bool = True
+    loader_cmdline: str | None = None
+    db_cert: bytes = DB_CERT
+    ek_cert: bytes | None = None
     reset_count: int = 1
     restart_count: int = 0
     clock: int = 1000
     safe: int = 1
 
     def __post_init__(self) -> None:
-        self.events = build_log(self.auth, self.cmdline)
+        self.events = build_log(self.auth, self.cmdline, secure_boot=self.secure_boot,
+                                db_cert=self.db_cert, loader_cmdline=self.loader_cmdline)
 
     @property
     def ak_public(self) -> bytes:
@@ -166,7 +215,8 @@ class FakeTpm:
         self.device_id = tpm_device_id(self.ek_public)
         return {
             "format": 1, "mode": "tpm2", "device_id": self.device_id,
-            "ek_public": canonical.b64e(self.ek_public), "ek_cert": None,
+            "ek_public": canonical.b64e(self.ek_public),
+            "ek_cert": None if self.ek_cert is None else canonical.b64e(self.ek_cert),
             "ak_public": canonical.b64e(self.ak_public),
             "ak_name": parse_tpm2b_public(self.ak_public).name.hex(),
         }
@@ -248,24 +298,40 @@ class Clock:
         return self.t
 
 
-def make_reference(build_key: Ed25519PrivateKey, tmp: Any, *, image_id: str = "img-A",
-                   auth: bytes = hashlib.sha256(b"uki-A").digest(),
-                   cmdline: str = "roothash=aa console=ttyS0",
-                   pcrs: dict[str, str] | None = None) -> dict[str, Any]:
-    data = {
-        "format": 1, "image_id": image_id, "pcr_bank": "sha256", "pcrs": pcrs or {},
+def reference_data(*, image_id: str = "img-A", auth: bytes = AUTH,
+                   cmdline: str = CMDLINE, db_cert: bytes | None = DB_CERT,
+                   pcrs: dict[str, str] | None = None, **extra: Any) -> dict[str, Any]:
+    """What the builder would write for the fake image: PCR 11 of a genuine boot, PCR 12/13
+    with nothing passed in, PCR 4 applications for either Secure Boot state."""
+    pcr11 = replay(build_log(auth, cmdline))[11].hex()
+    data: dict[str, Any] = {
+        "format": 2, "image_id": image_id, "pcr_bank": "sha256",
+        "pcrs": pcrs if pcrs is not None else {"11": pcr11, "12": "00" * 32, "13": "00" * 32},
         "roothash": "aa", "uki_sha256": hashlib.sha256(b"uki-file").hexdigest(),
         "uki_authenticode_sha256": auth.hex(), "cmdline": cmdline,
+        "boot_applications": {"secure_boot": [auth.hex()],
+                              "no_secure_boot": [auth.hex(), LINUX_AUTH.hex()]},
+        "db_certificate_sha256": None if db_cert is None else
+        hashlib.sha256(db_cert).hexdigest(),
     }
-    write_signed_reference(tmp, data, build_key)
+    data.update(extra)
+    return data
+
+
+def make_reference(build_key: Ed25519PrivateKey, tmp: Any, **kw: Any) -> dict[str, Any]:
+    """reference_data(**kw), signed with build_key into tmp and read back as a verifier would."""
+    write_signed_reference(tmp, reference_data(**kw), build_key)
     return verify_reference_bytes((tmp / "reference.json").read_bytes(),
                                   (tmp / "reference.json.sig").read_bytes(),
                                   [build_key.public_key()])
 
 
-def enroll_fake(tpm: FakeTpm, image_id: str = "img-A") -> dict[str, Any]:
+def enroll_fake(tpm: FakeTpm, image_id: str = "img-A",
+                policy: EnrollmentPolicy | None = None) -> dict[str, Any]:
+    """Enroll the fake TPM (it has no EK certificate unless given one: allowed without)."""
     record, challenge = begin_enrollment(
-        tpm.enrollment_request(), image_id=image_id, policy=EnrollmentPolicy())
+        tpm.enrollment_request(), image_id=image_id,
+        policy=policy or EnrollmentPolicy(allow_ek_without_cert=True))
     assert challenge is not None
     secret = tpm.activate(canonical.b64d(challenge["credential"], "c", 4096))
     return finish_enrollment(record, secret)

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from attest_helpers import (
     APP,
+    TPM2_PCRS,
     FakeTpm,
     encode_log,
     enroll_fake,
@@ -130,7 +131,7 @@ def test_attack04_unknown_ak(world: Any) -> None:
 def test_attack04_ak_not_activated(world: Any) -> None:
     tpm = FakeTpm()
     pending, _ = begin_enrollment(tpm.enrollment_request(), image_id="img-A",
-                                  policy=EnrollmentPolicy())
+                                  policy=EnrollmentPolicy(allow_ek_without_cert=True))
     n = world.nonce()
     ev = tpm.quote(qualifying_data(n, world.session))
     e = refused(lambda: world.verify(ev, n, record=pending), "signature")
@@ -143,7 +144,7 @@ def test_attack04_ak_not_under_this_ek() -> None:
     # the AK answered the challenge addressed to another EK: activation fails
     tpm, other = FakeTpm(), FakeTpm()
     _, challenge = begin_enrollment(tpm.enrollment_request(), image_id="i",
-                                          policy=EnrollmentPolicy())
+                                    policy=EnrollmentPolicy(allow_ek_without_cert=True))
     assert challenge is not None
     with pytest.raises(ValueError):  # the other EK cannot decrypt the seed
         other.activate(canonical.b64d(challenge["credential"], "c", 4096))
@@ -151,7 +152,8 @@ def test_attack04_ak_not_under_this_ek() -> None:
 
 # 5 -----------------------------------------------------------------------------
 def test_attack05_pcr_value_differs_from_reference(world: Any, tmp_path: Path) -> None:
-    ref = make_reference(world.build_key, tmp_path, pcrs={"11": "00" * 32})
+    ref = make_reference(world.build_key, tmp_path,
+                         pcrs={"11": "00" * 32, "12": "00" * 32, "13": "00" * 32})
     v = new_verifier(ref, world.clock)
     n = v.nonces.issue()
     ev = world.tpm.quote(qualifying_data(n, world.session))
@@ -161,7 +163,7 @@ def test_attack05_pcr_value_differs_from_reference(world: Any, tmp_path: Path) -
 def test_attack05_pcr_value_differs_from_digest(world: Any) -> None:
     n = world.nonce()
     vals = world.tpm.pcr_values()
-    sent = {i: vals[i] for i in (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11)}
+    sent = {i: vals[i] for i in TPM2_PCRS}
     sent[8] = b"\x11" * 32
     ev = good(world, n, send_pcrs=sent)
     refused(lambda: world.verify(ev, n), "pcr_digest")
@@ -178,12 +180,17 @@ def test_attack06_quoted_set_smaller(world: Any) -> None:
     n = world.nonce()
     ev = good(world, n, pcrs=(0, 1, 2, 3, 4, 5, 6, 7))
     refused(lambda: world.verify(ev, n), "pcr_selection")
+    # the set of the old verifier (without PCR 12 and 13) is no longer enough
+    n = world.nonce()
+    ev = good(world, n, pcrs=(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11))
+    e = refused(lambda: world.verify(ev, n), "pcr_selection")
+    assert "12, 13" in e.reason
 
 
 def test_attack06_values_not_quoted(world: Any) -> None:
     n = world.nonce()
     vals = world.tpm.pcr_values()
-    sent = {i: vals[i] for i in (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12)}
+    sent = {i: vals[i] for i in (*TPM2_PCRS, 14)}
     ev = good(world, n, send_pcrs=sent)
     refused(lambda: world.verify(ev, n), "pcr_selection")
 
@@ -220,20 +227,24 @@ def test_attack07_tampered_event_log(world: Any, how: str) -> None:
     refused(lambda: world.verify(ev, n), "event_log")
 
 
-def test_attack07_relabelled_boot_application(world: Any) -> None:
-    # digest and PCR unchanged, only the type: the UKI is no longer "booted" (policy)
-    evs = [(p, eventlog.EV_EFI_BOOT_SERVICES_DRIVER if t == APP else t, d, data)
-           for p, t, d, data in world.tpm.events]
+@pytest.mark.parametrize("label", [eventlog.EV_EFI_BOOT_SERVICES_DRIVER, eventlog.EV_IPL,
+                                   eventlog.EV_COMPACT_HASH, eventlog.EV_EFI_ACTION])
+def test_attack07_relabelled_boot_application(world: Any, label: int) -> None:
+    # digest and PCR unchanged, only the type of the UKI's event: refused in the log
+    evs = [(p, label if t == APP else t, d, data) for p, t, d, data in world.tpm.events]
     n = world.nonce()
     ev = good(world, n, log=encode_log(evs))
-    refused(lambda: world.verify(ev, n), "policy")
+    e = refused(lambda: world.verify(ev, n), "event_log")
+    assert "may not appear in PCR 4" in e.reason or "digest does not match" in e.reason
 
 
 def test_attack07_empty_log(world: Any) -> None:
+    # the log is parsed only after signature, nonce and PCR digest: its step is event_log
     n = world.nonce()
-    refused(lambda: world.verify(good(world, n, log=b""), n), "parse")
+    refused(lambda: world.verify(good(world, n, log=b""), n), "event_log")
     n = world.nonce()
-    refused(lambda: world.verify(good(world, n, log=encode_log([])), n), "event_log")
+    e = refused(lambda: world.verify(good(world, n, log=encode_log([])), n), "event_log")
+    assert "no events" in e.reason
 
 
 def test_attack07_soft_relabelled(tmp_path: Path) -> None:
@@ -289,7 +300,8 @@ def _mutate_quote(ev: bytes, fn: Any) -> bytes:
 
 
 @pytest.mark.parametrize("case", ["truncated", "trailing", "bad_length", "oversized",
-                                  "json_trailing", "unknown_field", "log_truncated"])
+                                  "json_trailing", "unknown_field", "log_truncated",
+                                  "hex_space", "deep_json"])
 def test_attack09_malformed(world: Any, case: str) -> None:
     n = world.nonce()
     ev = good(world, n)
@@ -309,11 +321,26 @@ def test_attack09_malformed(world: Any, case: str) -> None:
         obj = canonical.loads(ev)
         obj["extra"] = 1
         bad = canonical.dumps(obj)
+    elif case == "hex_space":
+        # bytes.fromhex would read "0a 1b..." as hex; the format says lower-case hex only
+        obj = canonical.loads(ev)
+        obj["ak_name"] = obj["ak_name"][:4] + " " + obj["ak_name"][4:]
+        bad = canonical.dumps(obj)
+    elif case == "deep_json":
+        bad = b"[" * 100_000 + b"]" * 100_000
     else:
+        # a truncated log is refused where the log is first read: after the cheap steps
         obj = canonical.loads(ev)
         obj["event_log"] = canonical.b64e(canonical.b64d(obj["event_log"], "l", 1 << 22)[:-5])
         bad = canonical.dumps(obj)
+        refused(lambda: world.verify(bad, n), "event_log")
+        n2 = world.nonce()
+        world.verify(good(world, n2), n2)  # control: a genuine quote passes
+        return
     refused(lambda: world.verify(bad, n), "parse")
+    # control: the genuine evidence passes, with the same nonce (a refusal at parse does not
+    # touch the nonce store)
+    world.verify(ev, n)
 
 
 # 10 ----------------------------------------------------------------------------

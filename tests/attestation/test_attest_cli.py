@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from attest_helpers import FakeTpm, enroll_fake
+from attest_helpers import FakeTpm, enroll_fake, reference_data
 from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -21,13 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _ref(tmp: Path, key: Ed25519PrivateKey) -> Path:
-    import hashlib
-
-    write_signed_reference(tmp, {
-        "format": 1, "image_id": "img-A", "pcr_bank": "sha256", "pcrs": {}, "roothash": None,
-        "uki_sha256": hashlib.sha256(b"uki-file").hexdigest(),
-        "uki_authenticode_sha256": hashlib.sha256(b"uki-A").hexdigest(),
-        "cmdline": "roothash=aa console=ttyS0"}, key)
+    write_signed_reference(tmp, reference_data(roothash=None), key)
     (tmp / "pub.pem").write_bytes(public_key_pem(key))
     return tmp / "reference.json"
 

@@ -1,8 +1,14 @@
-"""Hypothesis fuzzing: parsers and the verifier raise only the package's own errors."""
+"""Hypothesis fuzzing: parsers, enrollment and the verifier raise only the package's own
+errors, for any bytes, any nesting depth and any EK parameters.
+
+AUDITBOX_FUZZ_EXAMPLES=N raises the number of examples per test (default 300).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import os
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +19,15 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from attestation import canonical, eventlog, evidence, tpm_structs
-from attestation.enroll import validate_record
-from attestation.errors import EvidenceError, VerificationError
+from attestation.ekcert import check_ek_certificate
+from attestation.enroll import EnrollmentPolicy, begin_enrollment, validate_record
+from attestation.errors import EnrollmentError, EvidenceError, VerificationError
+from attestation.logcheck import analyse
 from attestation.reference import check_reference
-from attestation.verifier import qualifying_data
+from attestation.verifier import STEPS, booted_uki, qualifying_data
 
-FUZZ = settings(max_examples=300, deadline=None, database=None,
+EXAMPLES = int(os.environ.get("AUDITBOX_FUZZ_EXAMPLES", "300"))
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,
                                        HealthCheck.too_slow])
 
@@ -28,6 +37,34 @@ GOOD_EVIDENCE = TPM.quote(b"\x01" * 32)
 GOOD_ATTEST = canonical.b64d(canonical.loads(GOOD_EVIDENCE)["quote"], "q", 4096)
 GOOD_SIG = canonical.b64d(canonical.loads(GOOD_EVIDENCE)["signature"], "s", 4096)
 GOOD_LOG = encode_log(TPM.events)
+
+
+def _make_ca() -> tuple[tuple[Any, ...], bytes]:
+    """A CA and an EK certificate for TPM's EK (cryptography's x509 builder)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fuzz EK CA")])
+    now = datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC)
+    ca = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+          .public_key(key.public_key()).serial_number(1).not_valid_before(now)
+          .not_valid_after(now + datetime.timedelta(days=3650))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(key, hashes.SHA256()))
+    ek = (x509.CertificateBuilder().subject_name(x509.Name([]))
+          .issuer_name(name).public_key(TPM.ek.public_key()).serial_number(2)
+          .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=3650))
+          .sign(key, hashes.SHA256()))
+    return (ca,), ek.public_bytes(serialization.Encoding.DER)
+
+
+CA_BUNDLE, EK_CERT_DER = _make_ca()
+RECORD_FIELDS_SAMPLE = {"format": 1, "mode": "tpm2"}
 
 
 def mutations(seed: bytes) -> st.SearchStrategy[bytes]:
@@ -131,9 +168,7 @@ def test_fuzz_verifier(fuzz_world: dict[str, Any], data: st.DataObject) -> None:
     try:
         v.verify(ev, fuzz_world["record"], nonce, session)
     except VerificationError as exc:
-        assert exc.step in ("parse", "signature", "magic", "qualifying_data",
-                            "hash_algorithm", "pcr_selection", "pcr_digest", "event_log",
-                            "policy", "clock", "revocation")
+        assert exc.step in STEPS
 
 
 @FUZZ
@@ -158,3 +193,127 @@ def test_fuzz_verifier_inner_fields(fuzz_world: dict[str, Any], field: str,
     assert field == "event_log"
     a, b = eventlog.parse(inner), eventlog.parse(mutated)
     assert [(e.pcr, e.digests) for e in a.events] == [(e.pcr, e.digests) for e in b.events]
+
+
+# deep nesting ---------------------------------------------------------------------------
+
+
+@st.composite
+def nested_json(draw: st.DrawFn) -> bytes:
+    """JSON text nested 0..5000 deep in arrays/objects, optionally inside an evidence field,
+    optionally cut short, with brackets inside strings too."""
+    depth = draw(st.integers(0, 5000))
+    pattern = draw(st.lists(st.sampled_from(["[", '{"k":', '{"[":']), min_size=1, max_size=4))
+    opens = (pattern * (depth // len(pattern) + 1))[:depth]
+    inner = draw(st.sampled_from(['"[[[{{{"', "1", "null", '"x"', "[]", "{}"]))
+    text = "".join(opens) + inner + "".join("]" if o == "[" else "}" for o in reversed(opens))
+    if draw(st.booleans()):        # a wrapped record: the nested value under a known key
+        text = canonical.dumps(RECORD_FIELDS_SAMPLE)[:-1].decode() + ',"x":' + text + "}"
+    if draw(st.booleans()):
+        obj = canonical.loads(GOOD_EVIDENCE)
+        key = draw(st.sampled_from(sorted(obj)))
+        head = canonical.dumps({**obj, key: 0}).decode()
+        text = head.replace(f'"{key}":0', f'"{key}":{text}', 1)
+    if draw(st.booleans()):
+        text = text[: draw(st.integers(0, len(text)))]
+    return text.encode()
+
+
+@FUZZ
+@given(nested_json())
+def test_fuzz_deep_nesting_parsers(data: bytes) -> None:
+    _only_own(lambda d: canonical.loads(d, require_canonical=True), data)
+    _only_own(evidence.decode, data)
+    _only_own(booted_uki, data)
+    with contextlib.suppress(EvidenceError):
+        validate_record(canonical.loads(data))
+
+
+@FUZZ
+@given(data=nested_json())
+def test_fuzz_deep_nesting_verifier(fuzz_world: dict[str, Any], data: bytes) -> None:
+    v = fuzz_world["verifier"]
+    nonce = v.nonces.issue()
+    try:
+        v.verify(data, fuzz_world["record"], nonce, b"z" * 32)
+    except VerificationError as exc:
+        assert exc.step == "parse"
+    else:
+        raise AssertionError("nested junk accepted")
+
+
+@FUZZ
+@given(data=nested_json())
+def test_fuzz_deep_nesting_records(fuzz_world: dict[str, Any], data: bytes) -> None:
+    """A record (the gateway's own data) nested deep: refused at parse, never a crash."""
+    v = fuzz_world["verifier"]
+    nonce = v.nonces.issue()
+    good = fuzz_world["tpm"].quote(qualifying_data(nonce, b"z" * 32))
+    try:
+        record = canonical.loads(data)
+    except EvidenceError:
+        record = [data.decode()]
+    with contextlib.suppress(VerificationError):
+        v.verify(good, record, nonce, b"z" * 32)
+
+
+# EK parameters ---------------------------------------------------------------------------
+
+
+@st.composite
+def ek_public(draw: st.DrawFn) -> bytes:
+    """TPM2B_PUBLIC of an RSA EK with fuzzed attributes, symmetric scheme, key size,
+    exponent and modulus (any length, any bytes), or a mutation of the genuine one."""
+    if draw(st.booleans()):
+        return draw(mutations(TPM.ek_public))
+    attrs = draw(st.sampled_from([0x000300B2, draw(st.integers(0, 2**32 - 1))]))
+    sym = draw(st.sampled_from([(0x0006, 128, 0x0043), (0x0006, 256, 0x0043),
+                                (0x0010, 0, 0), (draw(st.integers(0, 0xFFFF)), 128, 0x0043)]))
+    bits = draw(st.sampled_from([2048, 1024, 4096, draw(st.integers(0, 0xFFFF))]))
+    exponent = draw(st.sampled_from([0, 1, 2, 3, 65537, 65536, 2**32 - 1,
+                                     draw(st.integers(0, 2**32 - 1))]))
+    modulus = draw(st.sampled_from([
+        TPM.ek.public_key().public_numbers().n.to_bytes(256, "big"),
+        b"\x00" * 256, b"\xff" * 256, b"\xc0" + b"\x00" * 254 + b"\x02",
+        draw(st.binary(min_size=0, max_size=300)),
+    ]))
+    sym_def = struct.pack(">H", sym[0]) + (struct.pack(">HH", sym[1], sym[2])
+                                            if sym[0] != 0x0010 else b"")
+    area = (struct.pack(">HHI", 0x0001, 0x000B, attrs) + struct.pack(">H", 32) + b"\x83" * 32
+            + sym_def + struct.pack(">H", 0x0010) + struct.pack(">HI", bits, exponent)
+            + struct.pack(">H", len(modulus)) + modulus)
+    return struct.pack(">H", len(area)) + area
+
+
+@FUZZ
+@given(ek=ek_public(), cert=st.none() | st.binary(max_size=600), allow=st.booleans())
+def test_fuzz_ek_parameters(ek: bytes, cert: bytes | None, allow: bool) -> None:
+    from attestation.tpm2 import tpm_device_id
+
+    request = TPM.enrollment_request()
+    request["ek_public"] = canonical.b64e(ek)
+    request["ek_cert"] = None if cert is None else canonical.b64e(cert)
+    with contextlib.suppress(EvidenceError):
+        request["device_id"] = tpm_device_id(ek)
+    policy = EnrollmentPolicy(allow_ek_without_cert=allow, ek_ca_bundle=CA_BUNDLE)
+    try:
+        record, challenge = begin_enrollment(request, image_id="img-A", policy=policy)
+    except EnrollmentError:
+        return
+    assert challenge is not None and record["status"] == "pending"
+
+
+@FUZZ
+@given(mutations(EK_CERT_DER))
+def test_fuzz_ek_certificate(der: bytes) -> None:
+    with contextlib.suppress(EnrollmentError):
+        check_ek_certificate(der, TPM.ek.public_key(), CA_BUNDLE)
+
+
+@FUZZ
+@given(mutations(GOOD_LOG), st.sampled_from(["tpm2", "soft"]))
+def test_fuzz_logcheck(data: bytes, mode: str) -> None:
+    try:
+        analyse(data, mode, (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13))
+    except VerificationError as exc:
+        assert exc.step == "event_log"

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from attest_helpers import Clock, FakeTpm, enroll_fake, new_verifier
+from attest_helpers import Clock, FakeTpm, enroll_fake, new_verifier, reference_data
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from attestation.errors import VerificationError
@@ -28,15 +28,10 @@ def _setup(tmp: Path, **policy: Any) -> tuple[FakeTpm, dict[str, Any], Any]:
     record = enroll_fake(tpm)
     booted = tpm.pcr_values()[11]          # PCR 11 as the stub left it (no phase yet)
     key = Ed25519PrivateKey.generate()
-    data = {
-        "format": 1, "image_id": "img-A", "pcr_bank": "sha256",
-        "pcrs": {"11": _extend(booted, READY).hex()},
-        "pcr11_phases": {"": booted.hex(), "enter-initrd": _extend(booted, "enter-initrd").hex(),
-                         READY: _extend(booted, READY).hex()},
-        "roothash": "aa", "uki_sha256": hashlib.sha256(b"uki-file").hexdigest(),
-        "uki_authenticode_sha256": hashlib.sha256(b"uki-A").hexdigest(),
-        "cmdline": "roothash=aa console=ttyS0",
-    }
+    data = reference_data(
+        pcrs={"11": _extend(booted, READY).hex(), "12": "00" * 32, "13": "00" * 32},
+        pcr11_phases={"": booted.hex(), "enter-initrd": _extend(booted, "enter-initrd").hex(),
+                      READY: _extend(booted, READY).hex()})
     write_signed_reference(tmp, data, key)
     ref = verify_reference_bytes((tmp / "reference.json").read_bytes(),
                                  (tmp / "reference.json.sig").read_bytes(), [key.public_key()])

@@ -19,10 +19,13 @@ from attestation.reference import (
 )
 
 DATA = {
-    "format": 1, "image_id": "audit-laptop-1", "pcr_bank": "sha256",
-    "pcrs": {"11": "ab" * 32}, "pcr11_phases": {"enter-initrd": "cd" * 32},
+    "format": 2, "image_id": "audit-laptop-1", "pcr_bank": "sha256",
+    "pcrs": {"11": "ab" * 32, "12": "00" * 32, "13": "00" * 32},
+    "pcr11_phases": {"enter-initrd": "cd" * 32},
     "roothash": "ef" * 32, "uki_sha256": "01" * 32, "uki_authenticode_sha256": "02" * 32,
     "cmdline": "roothash=" + "ef" * 32 + " console=ttyS0",
+    "boot_applications": {"secure_boot": ["02" * 32], "no_secure_boot": ["02" * 32, "03" * 32]},
+    "db_certificate_sha256": "04" * 32,
 }
 
 
@@ -63,6 +66,14 @@ BAD_FIELDS = [
     ({**DATA, "pcr_bank": "sha1"}, "pcr_bank must be sha256"),
     ({**DATA, "pcrs": {"24": "00" * 32}}, "bad PCR index '24'"),
     ({**DATA, "uki_sha256": "XY"}, "uki_sha256: expected lower-case hex"),
+    ({**DATA, "uki_sha256": "01" * 15 + " 0101"}, "uki_sha256: expected lower-case hex"),
+    ({**DATA, "format": 1}, "unsupported format 1"),
+    ({**DATA, "pcrs": {"11": "ab" * 32, "13": "00" * 32}}, "pcrs must predict PCR 12"),
+    ({**DATA, "boot_applications": {"secure_boot": ["02" * 32]}},
+     r"missing field\(s\) \['no_secure_boot'\]"),
+    ({**DATA, "boot_applications": {"secure_boot": [], "no_secure_boot": ["02" * 32]}},
+     "secure_boot: expected a list of 1..16 digests"),
+    ({**DATA, "db_certificate_sha256": "04" * 31}, "expected 32 bytes"),
 ]
 
 

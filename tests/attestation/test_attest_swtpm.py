@@ -13,12 +13,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from attest_helpers import APP, Clock, build_log, encode_log, make_reference, new_verifier
+from attest_helpers import (
+    APP,
+    TPM2_PCRS,
+    Clock,
+    build_log,
+    encode_log,
+    make_reference,
+    new_verifier,
+)
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from swtpm_ca import SETUP_TOOLS, EkCa, make_ca, manufacture
 
 from attestation import canonical, eventlog
+from attestation.ekcert import load_ca_bundle
 from attestation.enroll import EnrollmentPolicy, begin_enrollment, finish_enrollment
-from attestation.errors import VerificationError
+from attestation.errors import EnrollmentError, VerificationError
 from attestation.evidence import Evidence, encode
 from attestation.tpm2 import Tpm2Backend
 from attestation.tpm_structs import TPM_ALG_SHA1, TPM_ALG_SHA256, parse_tpm2b_public
@@ -52,10 +62,28 @@ def _free_port_pair() -> int:
     raise RuntimeError("no free port pair")
 
 
+@pytest.fixture(scope="session")
+def ek_ca(tmp_path_factory: pytest.TempPathFactory) -> EkCa:
+    require(SETUP_TOOLS, need_root=False)
+    return make_ca(tmp_path_factory.mktemp("ek-ca"))
+
+
 @pytest.fixture
-def swtpm(tmp_path: Path) -> Iterator[str]:
-    state = (tmp_path / "swtpm").resolve()
-    state.mkdir()
+def swtpm(tmp_path: Path, ek_ca: EkCa) -> Iterator[str]:
+    """A TPM manufactured with an EK certificate from ``ek_ca``."""
+    manufacture(tmp_path / "swtpm", ek_ca)
+    yield from _serve(tmp_path / "swtpm")
+
+
+@pytest.fixture
+def bare_swtpm(tmp_path: Path) -> Iterator[str]:
+    """A TPM with no EK certificate (as a software TPM on a machine may be)."""
+    (tmp_path / "bare").mkdir()
+    yield from _serve(tmp_path / "bare")
+
+
+def _serve(state: Path) -> Iterator[str]:
+    state = state.resolve()
     port = _free_port_pair()
     proc = subprocess.Popen(
         ["swtpm", "socket", "--tpm2", "--tpmstate", f"dir={state}",
@@ -104,21 +132,26 @@ def _boot(tcti: str, path: Path, banks: tuple[int, ...] = (TPM_ALG_SHA256,)) -> 
     return events
 
 
-def _enroll(backend: Tpm2Backend) -> dict[str, Any]:
+def _ek_policy(ca: EkCa) -> EnrollmentPolicy:
+    return EnrollmentPolicy(ek_ca_bundle=load_ca_bundle(ca.bundle))
+
+
+def _enroll(backend: Tpm2Backend, policy: EnrollmentPolicy) -> dict[str, Any]:
     record, challenge = begin_enrollment(backend.enrollment_request(), image_id="img-A",
-                                         policy=EnrollmentPolicy())
+                                         policy=policy)
     assert challenge is not None and record["status"] == "pending"
     secret = backend.activate(canonical.b64d(challenge["credential"], "c", 4096))
     return finish_enrollment(record, secret)
 
 
 @pytest.mark.parametrize("alg", ["ecc", "rsa"])
-def test_tpm2_good_path_and_checkquote(swtpm: str, tmp_path: Path, alg: str) -> None:
+def test_tpm2_good_path_and_checkquote(swtpm: str, ek_ca: EkCa, tmp_path: Path,
+                                       alg: str) -> None:
     log = tmp_path / "log.bin"
     _boot(swtpm, log)
     backend = Tpm2Backend(tmp_path / "state", tcti=swtpm, ak_alg=alg, event_log_path=log)
-    record = _enroll(backend)
-    assert record["status"] == "active"
+    record = _enroll(backend, _ek_policy(ek_ca))
+    assert record["status"] == "active" and record["ek_cert"] == "checked"
     ref = make_reference(Ed25519PrivateKey.generate(), tmp_path)
     clock = Clock()
     v = new_verifier(ref, clock)
@@ -144,22 +177,23 @@ def test_tpm2_good_path_and_checkquote(swtpm: str, tmp_path: Path, alg: str) -> 
     assert info.value.step == "qualifying_data"
 
 
-def test_tpm2_quote_tool_verifies_with_our_verifier(swtpm: str, tmp_path: Path) -> None:
+def test_tpm2_quote_tool_verifies_with_our_verifier(swtpm: str, ek_ca: EkCa,
+                                                    tmp_path: Path) -> None:
     log = tmp_path / "log.bin"
     _boot(swtpm, log)
     backend = Tpm2Backend(tmp_path / "state", tcti=swtpm, event_log_path=log)
-    record = _enroll(backend)
+    record = _enroll(backend, _ek_policy(ek_ca))
     ref = make_reference(Ed25519PrivateKey.generate(), tmp_path)
     v = new_verifier(ref, Clock())
     session = b"\x07" * 32
     n = v.nonces.issue()
     qd = qualifying_data(n, session)
-    sel = "sha256:0,1,2,3,4,5,6,7,8,9,11"
+    sel = "sha256:" + ",".join(map(str, TPM2_PCRS))
     _run(swtpm, "tpm2_quote", "-c", "0x81010002", "-l", sel, "-q", qd.hex(),
          "-m", str(tmp_path / "m"), "-s", str(tmp_path / "s"), "-g", "sha256")
     _run(swtpm, "tpm2_pcrread", sel, "-o", str(tmp_path / "p"))
     raw = (tmp_path / "p").read_bytes()
-    order = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11)
+    order = TPM2_PCRS
     ev = Evidence(
         mode="tpm2", device_id=record["device_id"],
         ak_name=parse_tpm2b_public((tmp_path / "state" / "ak.pub").read_bytes()).name,
@@ -170,9 +204,9 @@ def test_tpm2_quote_tool_verifies_with_our_verifier(swtpm: str, tmp_path: Path) 
     assert v.verify(encode(ev), record, n, session).device_id == record["device_id"]
 
 
-def test_qualified_name_matches_tpm2_tools(swtpm: str, tmp_path: Path) -> None:
+def test_qualified_name_matches_tpm2_tools(swtpm: str, ek_ca: EkCa, tmp_path: Path) -> None:
     backend = Tpm2Backend(tmp_path / "state", tcti=swtpm)
-    record = _enroll(backend)
+    record = _enroll(backend, _ek_policy(ek_ca))
     out = _run(swtpm, "tpm2_readpublic", "-c", "0x81010002").decode()
     m = re.search(r"^qualified name: ([0-9a-f]+)", out, re.M)
     assert m is not None and m.group(1) == record["ak_qualified_name"]
@@ -245,7 +279,7 @@ def test_eventlog_real_logs_agree_with_tpm2_eventlog(path: Path) -> None:
             assert ours[i].hex() == value, (name, i)
 
 
-def test_agent_cli_tpm2(swtpm: str, tmp_path: Path) -> None:
+def test_agent_cli_tpm2(swtpm: str, ek_ca: EkCa, tmp_path: Path) -> None:
     import json
 
     log = tmp_path / "log.bin"
@@ -256,7 +290,9 @@ def test_agent_cli_tpm2(swtpm: str, tmp_path: Path) -> None:
             "--state-dir", str(tmp_path / "st"), "--event-log", str(log)]
     req = json.loads(subprocess.run([*base, "enroll"], env=env, check=True,
                                     capture_output=True).stdout)
-    record, challenge = begin_enrollment(req, image_id="img-A", policy=EnrollmentPolicy())
+    assert req["ek_cert"], "the agent sent no EK certificate"
+    record, challenge = begin_enrollment(req, image_id="img-A", policy=_ek_policy(ek_ca))
+    assert record["ek_cert"] == "checked"
     (tmp_path / "ch.json").write_bytes(canonical.dumps(challenge))
     ans = json.loads(subprocess.run([*base, "activate", "--challenge", str(tmp_path / "ch.json")],
                                     env=env, check=True, capture_output=True).stdout)
@@ -273,3 +309,49 @@ def test_agent_cli_tpm2(swtpm: str, tmp_path: Path) -> None:
                                      capture_output=True).stdout)
     assert info["device_id"] == req["device_id"] and info["backend"] == "tpm2"
     assert APP  # keep import used
+
+
+# EK certificates ----------------------------------------------------------------------
+
+
+def test_ek_certificate_from_the_tpm_is_checked_against_the_ca(swtpm: str, ek_ca: EkCa,
+                                                               tmp_path: Path) -> None:
+    backend = Tpm2Backend(tmp_path / "state", tcti=swtpm)
+    request = backend.enrollment_request()
+    cert = canonical.b64d(request["ek_cert"], "ek_cert", 4096)
+    # the certificate tpm2-tools reads from NV is the one the agent sent
+    _run(swtpm, "tpm2_nvread", "0x01c00002", "-C", "o", "-o", str(tmp_path / "nv.der"))
+    assert (tmp_path / "nv.der").read_bytes().startswith(cert)
+    # control: checked against the bundle
+    record, _ = begin_enrollment(request, image_id="img-A", policy=_ek_policy(ek_ca))
+    assert record["ek_cert"] == "checked"
+    # no bundle configured: refused, unless explicitly allowed
+    with pytest.raises(EnrollmentError, match="no EK CA bundle"):
+        begin_enrollment(request, image_id="img-A", policy=EnrollmentPolicy())
+    record, _ = begin_enrollment(request, image_id="img-A",
+                                 policy=EnrollmentPolicy(allow_ek_without_cert=True))
+    assert record["ek_cert"] == "allowed-without"
+
+
+def test_ek_certificate_from_another_ca_is_refused(swtpm: str, tmp_path: Path) -> None:
+    other = make_ca(tmp_path / "other-ca")
+    manufacture(tmp_path / "throwaway", other)      # creates the other CA's certificates
+    backend = Tpm2Backend(tmp_path / "state", tcti=swtpm)
+    request = backend.enrollment_request()
+    for policy in (_ek_policy(other),
+                   EnrollmentPolicy(ek_ca_bundle=load_ca_bundle(other.bundle),
+                                    allow_ek_without_cert=True)):
+        with pytest.raises(EnrollmentError, match="not signed by a CA in the EK CA bundle"):
+            begin_enrollment(request, image_id="img-A", policy=policy)
+
+
+def test_tpm_without_ek_certificate_needs_the_explicit_switch(bare_swtpm: str, ek_ca: EkCa,
+                                                              tmp_path: Path) -> None:
+    backend = Tpm2Backend(tmp_path / "state", tcti=bare_swtpm)
+    request = backend.enrollment_request()
+    assert request["ek_cert"] is None
+    with pytest.raises(EnrollmentError, match="no EK certificate"):
+        begin_enrollment(request, image_id="img-A", policy=_ek_policy(ek_ca))
+    record = _enroll(backend, EnrollmentPolicy(ek_ca_bundle=load_ca_bundle(ek_ca.bundle),
+                                               allow_ek_without_cert=True))
+    assert record["ek_cert"] == "allowed-without" and record["status"] == "active"

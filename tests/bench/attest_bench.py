@@ -1,21 +1,32 @@
-"""Verifier throughput on one core, tpm2 and soft evidence, vs Keylime's figure.
+"""Verifier cost on one core: tpm2 and soft verifications/s, and what junk costs to refuse.
 
-Run: python3 tests/bench/attest_bench.py [--n 3000]
-Merges {"attest_verify_tpm2": ..., "attest_verify_soft": ...} into bench-results.json
-at the repo root (atomic replace). tpm2 evidence comes from the pure-Python stand-in
-TPM of the tests (byte-identical structures to a real TPM's: ECDSA P-256 quote over
-11 sha256 PCRs plus a ~30-event crypto-agile log), so no swtpm is needed.
+Run: python3 tests/bench/attest_bench.py [--n 3000] [--runs 3] [--no-write]
+
+tpm2 evidence is what the pure-Python stand-in TPM of the tests signs (byte-identical
+structures to a real TPM's: ECDSA P-256 quote over the 13 required sha256 PCRs) carrying
+the REAL event log of one of our images booted with Secure Boot on under OVMF
+(tests/attestation/data/ovmf-secureboot-on.bin: 46 events, four banks), with a reference
+predicting that boot; so every check runs, as for a terminal of a fleet booting one image.
+Junk is evidence with a valid structure and a bad signature, for a nonce the verifier never
+issued: it must be refused at ``signature`` without the event log being read.
+
+The machine is shared (2 cores, other engineers' builds and VMs): each figure is the
+slowest of ``--runs`` runs, the process pinned to one core. Results merge into
+bench-results.json at the repo root (atomic replace) with the CPU model beside them.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
 import json
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -24,78 +35,159 @@ sys.path.insert(0, str(ROOT / "tests" / "attestation"))
 from attest_helpers import Clock, FakeTpm, enroll_fake, make_reference  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 
+from attestation import eventlog, uefi  # noqa: E402
 from attestation.enroll import EnrollmentPolicy, TokenStore, begin_enrollment  # noqa: E402
-from attestation.evidence import encode  # noqa: E402
+from attestation.errors import VerificationError  # noqa: E402
+from attestation.evidence import decode, encode  # noqa: E402
 from attestation.nonces import NonceStore  # noqa: E402
 from attestation.policy import Policy  # noqa: E402
 from attestation.soft import SoftBackend  # noqa: E402
+from attestation.tpm_structs import TPM_ALG_SHA256  # noqa: E402
 from attestation.verifier import Verifier, qualifying_data  # noqa: E402
 
 BASELINE = 250
 BASELINE_NAME = "Keylime verifier (quotes/s)"
+GOAL_RATE = 2000
+GOAL_JUNK_MS = 1.0
+REAL_LOG = ROOT / "tests" / "attestation" / "data" / "ovmf-secureboot-on.bin"
+NOTE = ("one core (pinned), slowest of {runs} runs; the machine (2 cores) is shared by the "
+        "team's builds, VMs and tests, so figures vary between runs and machines")
+SESSION = b"\x5a" * 32
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
 
 
 def _pin_one_core() -> None:
     if hasattr(os, "sched_setaffinity"):
         cpus = sorted(os.sched_getaffinity(0))
-        os.sched_setaffinity(0, {cpus[0]})
+        os.sched_setaffinity(0, {cpus[-1]})
 
 
-def _run(verifier: Verifier, record: dict[str, object], items: list[tuple[bytes, bytes]],
-         session: bytes) -> float:
+def real_boot(tmp: Path) -> tuple[FakeTpm, dict[str, Any], dict[str, Any], bytes]:
+    """A fake TPM whose PCRs are the real log's replay; the matching signed reference."""
+    raw = REAL_LOG.read_bytes()
+    log = eventlog.parse(raw)
+    tpm = FakeTpm()
+    tpm.events = [(e.pcr, e.type, {TPM_ALG_SHA256: e.digests[TPM_ALG_SHA256]}, e.data)
+                  for e in log.events]
+    record = enroll_fake(tpm)
+    replayed = eventlog.replay(log, TPM_ALG_SHA256)
+    apps = [e.digests[TPM_ALG_SHA256].hex() for e in log.events
+            if e.pcr == 4 and e.type == eventlog.EV_EFI_BOOT_SERVICES_APPLICATION]
+    cert = next(uefi.signature_certificate(uefi.parse_variable(e.data)) for e in log.events
+                if e.type == eventlog.EV_EFI_VARIABLE_AUTHORITY)
+    assert cert is not None
+    ref = make_reference(
+        Ed25519PrivateKey.generate(), tmp, auth=bytes.fromhex(apps[0]),
+        pcrs={"11": replayed[11].hex(), "12": "00" * 32, "13": "00" * 32},
+        boot_applications={"secure_boot": apps, "no_secure_boot": [*apps, apps[0]]},
+        db_certificate_sha256=hashlib.sha256(cert).hexdigest())
+    return tpm, record, ref, raw
+
+
+def _rate(verifier: Verifier, record: dict[str, Any],
+          items: list[tuple[bytes, bytes]]) -> float:
     t0 = time.perf_counter()
     for nonce, ev in items:
-        verifier.verify(ev, record, nonce, session)  # type: ignore[arg-type]
+        verifier.verify(ev, record, nonce, SESSION)
     return len(items) / (time.perf_counter() - t0)
 
 
-def bench(n: int) -> dict[str, float]:
-    session = b"\x5a" * 32
-    with tempfile.TemporaryDirectory() as tmp_s:
-        tmp = Path(tmp_s)
-        key = Ed25519PrivateKey.generate()
-        ref = make_reference(key, tmp)
-        clock = Clock()
-        out: dict[str, float] = {}
-
-        tpm = FakeTpm()
-        record = enroll_fake(tpm)
-        v = Verifier(Policy(), NonceStore(clock=clock), {ref["image_id"]: ref})
-        items = []
-        for _ in range(n):
-            nonce = v.nonces.issue()
-            items.append((nonce, tpm.quote(qualifying_data(nonce, session))))
-        out["tpm2"] = _run(v, record, items, session)
-
-        (tmp / "boot_id").write_text("b1\n")
-        (tmp / "cmdline").write_text(ref["cmdline"] + "\n")
-        (tmp / "uki").write_bytes(b"uki-file")
-        soft = SoftBackend(tmp / "soft", boot_id_path=tmp / "boot_id",
-                           cmdline_path=tmp / "cmdline", uki_paths=(tmp / "uki",))
-        tokens = TokenStore()
-        srec, _ = begin_enrollment(soft.enrollment_request(tokens.issue()), image_id="img-A",
-                                   policy=EnrollmentPolicy(allow_soft=True), tokens=tokens)
-        sv = Verifier(Policy(allow_soft=True), NonceStore(clock=clock), {ref["image_id"]: ref})
-        sitems = []
-        for _ in range(n):
-            nonce = sv.nonces.issue()
-            sitems.append((nonce, encode(soft.quote(qualifying_data(nonce, session)))))
-        out["soft"] = _run(sv, srec, sitems, session)
-        return out
+def bench_tpm2(n: int, tmp: Path) -> tuple[float, float]:
+    """(verifications/s, ms per junk refusal) for one run."""
+    tpm, record, ref, raw = real_boot(tmp)
+    v = Verifier(Policy(), NonceStore(clock=Clock()), {ref["image_id"]: ref})
+    items = []
+    for _ in range(n):
+        nonce = v.nonces.issue()
+        items.append((nonce, tpm.quote(qualifying_data(nonce, SESSION), log=raw)))
+    rate = _rate(v, record, items)
+    junk = []
+    for _nonce, ev in items:
+        e = decode(ev)
+        sig = bytearray(e.signature)
+        sig[10] ^= 0x55                            # inside ECDSA r: structure still valid
+        junk.append((os.urandom(32), encode(dataclasses.replace(e, signature=bytes(sig)))))
+    misses = v.logs.misses
+    t0 = time.perf_counter()
+    for nonce, ev in junk:
+        try:
+            v.verify(ev, record, nonce, SESSION)
+        except VerificationError as exc:
+            if exc.step != "signature":
+                raise AssertionError(f"junk refused at {exc.step}, not signature") from None
+        else:
+            raise AssertionError("junk accepted")
+    junk_ms = (time.perf_counter() - t0) / len(junk) * 1000
+    assert v.logs.misses == misses, "junk made the verifier read an event log"
+    return rate, junk_ms
 
 
-def merge_results(path: Path, results: dict[str, float]) -> None:
+def bench_soft(n: int, tmp: Path) -> float:
+    ref = make_reference(Ed25519PrivateKey.generate(), tmp)
+    (tmp / "boot_id").write_text("b1\n")
+    (tmp / "cmdline").write_text(ref["cmdline"] + "\n")
+    (tmp / "uki").write_bytes(b"uki-file")
+    soft = SoftBackend(tmp / "soft", boot_id_path=tmp / "boot_id",
+                       cmdline_path=tmp / "cmdline", uki_paths=(tmp / "uki",))
+    tokens = TokenStore()
+    srec, _ = begin_enrollment(soft.enrollment_request(tokens.issue()), image_id="img-A",
+                               policy=EnrollmentPolicy(allow_soft=True), tokens=tokens)
+    v = Verifier(Policy(allow_soft=True), NonceStore(clock=Clock()), {ref["image_id"]: ref})
+    items = []
+    for _ in range(n):
+        nonce = v.nonces.issue()
+        items.append((nonce, encode(soft.quote(qualifying_data(nonce, SESSION)))))
+    return _rate(v, srec, items)
+
+
+def bench(n: int, runs: int) -> dict[str, Any]:
+    tpm2, junk, soft = [], [], []
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
+            rate, junk_ms = bench_tpm2(n, Path(a))
+            tpm2.append(rate)
+            junk.append(junk_ms)
+            soft.append(bench_soft(n, Path(b)))
+    return {"tpm2": tpm2, "junk_ms": junk, "soft": soft}
+
+
+def results(runs: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    common = {"cpu": cpu_model(), "note": NOTE.format(runs=len(runs["tpm2"])),
+              "load_average": [round(x, 1) for x in os.getloadavg()]}
+    return {
+        "attest_verify_tpm2": {
+            "value": round(min(runs["tpm2"]), 1), "unit": "verifications/s",
+            "runs": [round(x, 1) for x in runs["tpm2"]], "goal": GOAL_RATE,
+            "baseline": BASELINE, "baseline_name": BASELINE_NAME, **common},
+        "attest_verify_soft": {
+            "value": round(min(runs["soft"]), 1), "unit": "verifications/s",
+            "runs": [round(x, 1) for x in runs["soft"]],
+            "baseline": BASELINE, "baseline_name": BASELINE_NAME, **common},
+        "attest_refuse_junk_ms": {
+            "value": round(max(runs["junk_ms"]), 4), "unit": "ms per refusal",
+            "runs": [round(x, 4) for x in runs["junk_ms"]], "goal": GOAL_JUNK_MS,
+            "baseline": None, "baseline_name": "valid structure, bad signature, unknown "
+            "nonce: refused at signature, event log never parsed", **common},
+    }
+
+
+def merge_results(path: Path, new: dict[str, dict[str, Any]]) -> None:
     try:
         data = json.loads(path.read_text())
         if not isinstance(data, dict):
             data = {}
     except (OSError, ValueError):
         data = {}
-    for mode, value in results.items():
-        data[f"attest_verify_{mode}"] = {
-            "value": round(value, 1), "unit": "verifications/s",
-            "baseline": BASELINE, "baseline_name": BASELINE_NAME,
-        }
+    data.update(new)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".bench-results.")
     with os.fdopen(fd, "w") as f:
         json.dump(data, f, indent=2, sort_keys=True)
@@ -106,13 +198,16 @@ def merge_results(path: Path, results: dict[str, float]) -> None:
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--n", type=int, default=3000)
+    p.add_argument("--runs", type=int, default=3)
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args()
     _pin_one_core()
-    res = bench(args.n)
-    print(f"{'evidence':<8} {'verifications/s (1 core)':>26} {'Keylime quotes/s':>18} {'x':>6}")
-    for mode, value in res.items():
-        print(f"{mode:<8} {value:>26.0f} {BASELINE:>18} {value / BASELINE:>6.1f}")
+    res = results(bench(args.n, args.runs))
+    print(f"CPU: {cpu_model()}; {NOTE.format(runs=args.runs)}")
+    for key, r in res.items():
+        goal = f" (goal {r['goal']})" if r.get("goal") else ""
+        print(f"{key:24s} {r['value']:>10} {r['unit']}{goal}   runs: {r['runs']}")
+    print(f"Keylime: {BASELINE} quotes/s per verifier")
     if not args.no_write:
         merge_results(ROOT / "bench-results.json", res)
     return 0

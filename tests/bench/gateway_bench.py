@@ -155,87 +155,102 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     sshd = Sshd.start(base, extra="MaxStartups 200:30:400\n")
     out: dict[str, Any] = {}
     try:
-        # -- sessions held and memory ------------------------------------------------------
-        w = fresh_world(base / "held", sshd)
-        agent = w.enroll_soft("bench")
-        assert w.proc is not None
-        time.sleep(1)
-        rss0 = rss(w.proc.pid)
-        print(f"gateway: opening {args.sessions} attested sessions ...", flush=True)
-        terms: list[Terminal] = []
-        failures = 0
-        with ThreadPoolExecutor(max_workers=6) as pool:
-            futs = [pool.submit(Terminal, w, agent) for _ in range(args.sessions)]
-            for i, f in enumerate(futs, 1):
-                try:
-                    terms.append(f.result())
-                except Exception as exc:  # counted and reported
-                    failures += 1
-                    if failures <= 3:
-                        print(f"  session failed: {exc}", flush=True)
-                if i % 100 == 0:
-                    print(f"  {i}/{args.sessions}", flush=True)
-        time.sleep(2)
-        rss1 = rss(w.proc.pid)
-        with w.store() as s:
-            live = len(s.list_sessions(live_only=True, limit=100000))
-        out["held"] = {"sessions": live, "failures": failures,
-                       "rss_mib": round(rss1 / 2**20, 1),
-                       "per_session_kib": round((rss1 - rss0) / max(1, live) / 1024, 1)}
-        logins = sorted(t.login_to_prompt for t in terms)
-        for t in terms:
-            t.close()
-        w.stop()
-        print(f"  held {live}, gateway RSS {rss1 / 2**20:.0f} MiB", flush=True)
-
-        # -- one quiet gateway for latency and throughput ---------------------------------------
-        w = fresh_world(base / "rtt", sshd)
-        agent = w.enroll_soft("rtt")
-        login_times = []
-        direct_login = []
-        for _ in range(args.logins):
-            t = Terminal(w, agent)
-            login_times.append(t.login_to_prompt)
-            t.close()
-            c, _, dt = direct_shell(sshd)
-            direct_login.append(dt)
-            c.close()
-        t = Terminal(w, agent)
-        via = keystroke_rtts(t.chan, args.keys)
-        t.close()
-        c, chan, _ = direct_shell(sshd)
-        direct = keystroke_rtts(chan, args.keys)
-        c.close()
-        out["rtt"] = {"gw_p50": pct(via, 50), "gw_p99": pct(via, 99),
-                      "direct_p50": pct(direct, 50), "direct_p99": pct(direct, 99)}
-        out["login"] = {"gw_median_ms": statistics.median(login_times) * 1000,
-                        "direct_median_ms": statistics.median(direct_login) * 1000,
-                        "held_median_ms": statistics.median(logins) * 1000 if logins else 0}
-        # the default budget: its sustained rate, measured
-        t = Terminal(w, agent)
-        rate_default, _ = stream_rate(t.chan, args.budget_seconds, 64 << 20,
-                                      skip=budget.DEFAULT_BURST + (16 << 10))
-        t.close()
-        w.stop()
-
-        # -- the budget off (rate and burst at their maximum) -------------------------------------
-        w = fresh_world(base / "nobudget", sshd,
-                        extra="budget:\n  rate: 1GiB\n  burst: 1GiB\n  daily: 1TiB\n")
-        agent = w.enroll_soft("fast")
-        t = Terminal(w, agent)
-        rate_free, moved = stream_rate(t.chan, 120, 256 << 20, skip=1 << 20)
-        t.close()
-        w.stop()
-        d = budget.DEFAULT_DAILY
-        out["exfil"] = {
-            "no_budget_s": GiB / rate_free, "no_budget_rate": rate_free, "moved": moved,
-            "default_rate_measured": rate_default,
-            "default_sustained_s": (GiB - budget.DEFAULT_BURST) / budget.DEFAULT_RATE,
-            "default_with_daily_days": GiB / d,
-        }
+        if "held" in args.parts:
+            out["held"] = held(args, base, sshd)
+        if "rtt" in args.parts:
+            out.update(latency(args, base, sshd))
+        if "exfil" in args.parts:
+            out["exfil"] = exfil(args, base, sshd)
     finally:
         sshd.stop()
     return out
+
+
+def held(args: argparse.Namespace, base: Path, sshd: Sshd) -> dict[str, Any]:
+    w = fresh_world(base / "held", sshd)
+    agent = w.enroll_soft("bench")
+    assert w.proc is not None
+    time.sleep(1)
+    rss0 = rss(w.proc.pid)
+    print(f"gateway: opening {args.sessions} attested sessions ...", flush=True)
+    terms: list[Terminal] = []
+    failures = 0
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        futs = [pool.submit(Terminal, w, agent) for _ in range(args.sessions)]
+        for i, f in enumerate(futs, 1):
+            try:
+                terms.append(f.result())
+            except Exception as exc:  # counted and reported
+                failures += 1
+                if failures <= 3:
+                    print(f"  session failed: {exc}", flush=True)
+            if i % 100 == 0:
+                print(f"  {i}/{args.sessions}", flush=True)
+    time.sleep(2)
+    rss1 = rss(w.proc.pid)
+    with w.store() as s:
+        live = len(s.list_sessions(live_only=True, limit=100000))
+    for t in terms:
+        t.close()
+    w.stop()
+    print(f"  held {live}, gateway RSS {rss1 / 2**20:.0f} MiB", flush=True)
+    return {"sessions": live, "failures": failures, "rss_mib": round(rss1 / 2**20, 1),
+            "per_session_kib": round((rss1 - rss0) / max(1, live) / 1024, 1)}
+
+
+def latency(args: argparse.Namespace, base: Path, sshd: Sshd) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    # -- one quiet gateway for latency and throughput ---------------------------------------
+    w = fresh_world(base / "rtt", sshd)
+    agent = w.enroll_soft("rtt")
+    login_times = []
+    direct_login = []
+    for _ in range(args.logins):
+        t = Terminal(w, agent)
+        login_times.append(t.login_to_prompt)
+        t.close()
+        c, _, dt = direct_shell(sshd)
+        direct_login.append(dt)
+        c.close()
+    t = Terminal(w, agent)
+    via = keystroke_rtts(t.chan, args.keys)
+    t.close()
+    c, chan, _ = direct_shell(sshd)
+    direct = keystroke_rtts(chan, args.keys)
+    c.close()
+    out["rtt"] = {"gw_p50": pct(via, 50), "gw_p99": pct(via, 99),
+                  "direct_p50": pct(direct, 50), "direct_p99": pct(direct, 99)}
+    out["login"] = {"gw_median_ms": statistics.median(login_times) * 1000,
+                    "direct_median_ms": statistics.median(direct_login) * 1000}
+    w.stop()
+    return out
+
+
+def exfil(args: argparse.Namespace, base: Path, sshd: Sshd) -> dict[str, Any]:
+    # the default budget: its sustained rate, measured
+    w = fresh_world(base / "budget", sshd)
+    agent = w.enroll_soft("budget")
+    t = Terminal(w, agent)
+    rate_default, _ = stream_rate(t.chan, args.budget_seconds, 64 << 20,
+                                  skip=budget.DEFAULT_BURST + (16 << 10))
+    t.close()
+    w.stop()
+
+    # -- the budget off (rate and burst at their maximum) -------------------------------------
+    w = fresh_world(base / "nobudget", sshd,
+                    extra="budget:\n  rate: 1GiB\n  burst: 1GiB\n  daily: 1TiB\n")
+    agent = w.enroll_soft("fast")
+    t = Terminal(w, agent)
+    rate_free, moved = stream_rate(t.chan, 120, 256 << 20, skip=1 << 20)
+    t.close()
+    w.stop()
+    d = budget.DEFAULT_DAILY
+    return {
+        "no_budget_s": GiB / rate_free, "no_budget_rate": rate_free, "moved": moved,
+        "default_rate_measured": rate_default,
+        "default_sustained_s": (GiB - budget.DEFAULT_BURST) / budget.DEFAULT_RATE,
+        "default_with_daily_days": GiB / d,
+    }
 
 
 def merge(results: dict[str, dict[str, Any]]) -> None:
@@ -259,51 +274,61 @@ def main() -> int:
     p.add_argument("--keys", type=int, default=1000)
     p.add_argument("--logins", type=int, default=20)
     p.add_argument("--budget-seconds", type=float, default=20.0)
+    p.add_argument("--parts", default="held,rtt,exfil",
+                   help="which measurements: held, rtt (round trip and login), exfil")
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args()
     r = bench(args)
-    h, k, lg, x = r["held"], r["rtt"], r["login"], r["exfil"]
-    rows = [
-        ("concurrent sessions held", f"{h['sessions']}", f"goal {args.sessions}"),
-        ("gateway RSS holding them (MiB)", f"{h['rss_mib']}", ""),
-        ("memory per session (KiB)", f"{h['per_session_kib']}", ""),
-        ("keystroke round trip p50 (ms)", f"{k['gw_p50']:.2f}", f"direct {k['direct_p50']:.2f}"),
-        ("keystroke round trip p99 (ms)", f"{k['gw_p99']:.2f}", f"direct {k['direct_p99']:.2f}"),
-        ("added at p99 (ms, goal < 2)", f"{k['gw_p99'] - k['direct_p99']:.2f}", ""),
-        ("login to prompt incl. attestation (ms)", f"{lg['gw_median_ms']:.0f}",
-         f"direct OpenSSH {lg['direct_median_ms']:.0f}"),
-        ("1 GiB out, no budget (s)", f"{x['no_budget_s']:.1f}",
-         f"{x['no_budget_rate'] / 2**20:.1f} MiB/s measured"),
-        ("1 GiB out, default rate only (h)", f"{x['default_sustained_s'] / 3600:.1f}",
-         f"measured {x['default_rate_measured'] / 1024:.1f} KiB/s"),
-        ("1 GiB out, with the daily total (days)", f"{x['default_with_daily_days']:.0f}",
-         "64 MiB per user per day"),
-    ]
+    rows: list[tuple[str, str, str]] = []
+    results: dict[str, dict[str, Any]] = {}
+    if "held" in r:
+        h = r["held"]
+        rows += [("concurrent sessions held", f"{h['sessions']}", f"goal {args.sessions}"),
+                 ("gateway RSS holding them (MiB)", f"{h['rss_mib']}", ""),
+                 ("memory per session (KiB)", f"{h['per_session_kib']}", "")]
+        results["gateway_sessions_held"] = {"value": h["sessions"], "unit": "sessions",
+                                            "baseline": args.sessions, "baseline_name": "goal",
+                                            "failures": h["failures"]}
+        results["gateway_memory_per_session"] = {"value": h["per_session_kib"], "unit": "KiB",
+                                                 "rss_mib": h["rss_mib"]}
+    if "rtt" in r:
+        k, lg = r["rtt"], r["login"]
+        rows += [
+            ("keystroke round trip p50 (ms)", f"{k['gw_p50']:.2f}",
+             f"direct {k['direct_p50']:.2f}"),
+            ("keystroke round trip p99 (ms)", f"{k['gw_p99']:.2f}",
+             f"direct {k['direct_p99']:.2f}"),
+            ("added at p99 (ms, goal < 2)", f"{k['gw_p99'] - k['direct_p99']:.2f}", ""),
+            ("login to prompt incl. attestation (ms)", f"{lg['gw_median_ms']:.0f}",
+             f"direct OpenSSH {lg['direct_median_ms']:.0f}")]
+        for q in ("50", "99"):
+            results[f"gateway_keystroke_rtt_p{q}"] = {
+                "value": round(k[f"gw_p{q}"], 3), "unit": "ms",
+                "baseline": round(k[f"direct_p{q}"], 3),
+                "baseline_name": "direct OpenSSH session, same client and sshd"}
+        results["gateway_login_to_prompt"] = {
+            "value": round(lg["gw_median_ms"], 1), "unit": "ms",
+            "baseline": round(lg["direct_median_ms"], 1),
+            "baseline_name": "direct OpenSSH log-in (key) to the prompt"}
+    if "exfil" in r:
+        x = r["exfil"]
+        rows += [
+            ("1 GiB out, no budget (s)", f"{x['no_budget_s']:.1f}",
+             f"{x['no_budget_rate'] / 2**20:.1f} MiB/s measured"),
+            ("1 GiB out, default rate only (h)", f"{x['default_sustained_s'] / 3600:.1f}",
+             f"measured {x['default_rate_measured'] / 1024:.1f} KiB/s"),
+            ("1 GiB out, with the daily total (days)", f"{x['default_with_daily_days']:.0f}",
+             "64 MiB per user per day")]
+        results["gateway_exfil_1gib"] = {
+            "value": round(x["default_sustained_s"], 0), "unit": "s",
+            "baseline": round(x["no_budget_s"], 1),
+            "baseline_name": "same session, budget off",
+            "with_daily_total_days": round(x["default_with_daily_days"], 1),
+            "default_rate_measured_bps": round(x["default_rate_measured"])}
     for label, value, base in rows:
         print(f"{label:<42} {value:>10}   {base}")
     if not args.no_write:
-        merge({
-            "gateway_sessions_held": {"value": h["sessions"], "unit": "sessions",
-                                      "baseline": args.sessions, "baseline_name": "goal",
-                                      "failures": h["failures"]},
-            "gateway_memory_per_session": {"value": h["per_session_kib"], "unit": "KiB",
-                                           "rss_mib": h["rss_mib"]},
-            "gateway_keystroke_rtt_p50": {"value": round(k["gw_p50"], 3), "unit": "ms",
-                                          "baseline": round(k["direct_p50"], 3),
-                                          "baseline_name": "direct OpenSSH session"},
-            "gateway_keystroke_rtt_p99": {"value": round(k["gw_p99"], 3), "unit": "ms",
-                                          "baseline": round(k["direct_p99"], 3),
-                                          "baseline_name": "direct OpenSSH session",
-                                          "goal_added_ms": 2},
-            "gateway_login_to_prompt": {"value": round(lg["gw_median_ms"], 1), "unit": "ms",
-                                        "baseline": round(lg["direct_median_ms"], 1),
-                                        "baseline_name": "direct OpenSSH log-in (key)"},
-            "gateway_exfil_1gib": {"value": round(x["default_sustained_s"], 0), "unit": "s",
-                                   "baseline": round(x["no_budget_s"], 1),
-                                   "baseline_name": "same session, budget off",
-                                   "with_daily_total_days": round(x["default_with_daily_days"], 1),
-                                   "default_rate_measured_bps": round(x["default_rate_measured"])},
-        })
+        merge(results)
     return 0
 
 

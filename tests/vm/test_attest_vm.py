@@ -4,30 +4,38 @@ The agent (``auditbox-attest``, tpm2 backend) runs in the guest against its swtp
 enrollment (MakeCredential / ActivateCredential) and the verification run on the host
 with the build's signed reference.json. Evidence and challenges cross the serial shell
 base64 encoded.
+
+The test image is unsigned and boots with Secure Boot off: the default policy refuses it
+at PCR 7 (shown here); the other tests verify with ``require_secure_boot=False``, as a
+test set-up with unsigned images must say explicitly. QEMU's swtpm has no EK certificate,
+so enrollment allows EKs without one (tests/attestation/test_attest_swtpm.py checks EK
+certificates against a CA made with swtpm_setup). Signed images with Secure Boot on:
+tests/vm/test_secure_boot.py.
 """
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from attestation import canonical, eventlog
-from attestation.enroll import EnrollmentPolicy, begin_enrollment, finish_enrollment
-from attestation.errors import VerificationError
+from attestation import eventlog
 from attestation.evidence import decode as decode_evidence
 from attestation.evidence import encode as encode_evidence
-from attestation.nonces import NonceStore
-from attestation.policy import Policy
-from attestation.reference import load_public_key, load_reference
 from attestation.tpm_structs import TPM_ALG_SHA256
-from attestation.verifier import Verifier
+from tests.attest_guest import (
+    EVENT_LOG,
+    SECURE_BOOT_VAR,
+    enroll,
+    fetch_file,
+    new_verifier,
+    quote,
+    refusal,
+    trusted_reference,
+)
 from tests.images import BuiltImage
 from tests.machine import Machine
 
@@ -36,81 +44,6 @@ pytestmark = pytest.mark.vm
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "tests" / "attestation" / "data"
 REAL_LOG = DATA / "ovmf-secureboot-off.bin"
-STATE = "/run/auditbox-attest-test"
-AGENT = f"auditbox-attest --backend tpm2 --state-dir {STATE}"
-EVENT_LOG = "/sys/kernel/security/tpm0/binary_bios_measurements"
-SECURE_BOOT_VAR = "/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
-# The agent is a cold python3 start plus tpm2_quote and tpm2_pcrread under TCG, on two
-# cores shared with other VMs: allow more than the production 30 s between issuing the
-# nonce and verifying the quote.
-NONCE_TTL = 300.0
-CHUNK = 2000  # base64 characters per command line (the guest tty reads lines of <4096)
-
-
-# ------------------------------------------------------------------------- helpers
-
-
-def trusted_reference(image: BuiltImage) -> dict[str, Any]:
-    """The build's reference.json, checked against its signature and build-key.pub."""
-    key = load_public_key(image.out / "build-key.pub")
-    return load_reference(image.out / "reference.json", [key])
-
-
-def send_file(machine: Machine, data: bytes, path: str) -> None:
-    """Write data to path in the guest through base64 command lines."""
-    text = base64.b64encode(data).decode()
-    machine.succeed(f": > {path}.b64")
-    for i in range(0, len(text), CHUNK):
-        machine.succeed(f"printf %s {text[i:i + CHUNK]} >> {path}.b64")
-    machine.succeed(f"base64 -d {path}.b64 > {path} && rm -f {path}.b64")
-
-
-def fetch_file(machine: Machine, path: str) -> bytes:
-    return base64.b64decode(machine.succeed(f"base64 -w0 {path}"))
-
-
-def agent(machine: Machine, args: str) -> bytes:
-    rc, out, err = machine.run(f"{AGENT} {args}", timeout=300)
-    assert rc == 0, f"auditbox-attest {args} failed ({rc}): {err.decode(errors='replace')}"
-    return out
-
-
-def enroll(machine: Machine, image_id: str) -> dict[str, Any]:
-    """The admin's tpm2 enrollment of this machine's TPM for image_id; the active record."""
-    machine.succeed(f"mkdir -p -m 0700 {STATE}")
-    request = json.loads(agent(machine, "enroll"))
-    assert request["mode"] == "tpm2"
-    record, challenge = begin_enrollment(request, image_id=image_id,
-                                         policy=EnrollmentPolicy(), tokens=None)
-    assert challenge is not None and record["status"] == "pending"
-    send_file(machine, canonical.dumps(challenge), f"{STATE}/challenge.json")
-    answer = json.loads(agent(machine, f"activate --challenge {STATE}/challenge.json"))
-    record = finish_enrollment(record, base64.b64decode(answer["secret"]))
-    assert record["status"] == "active"
-    assert record["device_id"] == request["device_id"] and record["image_id"] == image_id
-    return record
-
-
-def quote(machine: Machine, nonce: bytes, session: bytes) -> bytes:
-    """The agent's evidence bytes for this nonce and session (stdout minus its newline)."""
-    start = time.monotonic()
-    out = agent(machine, f"quote --nonce {nonce.hex()} --session {session.hex()}")
-    print(f"[{machine.name}] quote took {time.monotonic() - start:.1f}s")
-    assert out.endswith(b"\n")
-    return out[:-1]
-
-
-def new_verifier(*refs: dict[str, Any]) -> Verifier:
-    return Verifier(Policy(), NonceStore(ttl=NONCE_TTL), {r["image_id"]: r for r in refs})
-
-
-def refusal(verifier: Verifier, evidence: bytes, record: dict[str, Any], nonce: bytes,
-            session: bytes) -> VerificationError:
-    with pytest.raises(VerificationError) as info:
-        verifier.verify(evidence, record, nonce, session)
-    err = info.value
-    print(f"refused: step={err.step!r} reason={err.reason!r}")
-    return err
 
 
 def edit_log(evidence: bytes, index: int, *, data: bool) -> bytes:
@@ -148,13 +81,31 @@ def record(machine: Machine, reference: dict[str, Any]) -> dict[str, Any]:
 # ------------------------------------------------------------------------- tests
 
 
+def test_unsigned_image_with_secure_boot_off_is_refused_at_pcr7(
+        machine: Machine, reference: dict[str, Any], record: dict[str, Any]) -> None:
+    """Acceptance: the default policy (Secure Boot required) refuses the unsigned test image
+    booted with Secure Boot off, at policy, naming PCR 7."""
+    assert reference["db_certificate_sha256"] is None
+    assert fetch_file(machine, SECURE_BOOT_VAR)[-1:] == b"\x00"
+    strict = new_verifier(reference, require_secure_boot=True)
+    nonce, session = strict.nonces.issue(), os.urandom(32)
+    evidence = quote(machine, nonce, session)
+    err = refusal(strict, evidence, record, nonce, session)
+    assert err.step == "policy" and err.reason.startswith("PCR 7: Secure Boot is off"), err
+    # control: the same evidence passes a verifier told not to require Secure Boot
+    lenient = new_verifier(reference)
+    lenient.nonces.add(nonce)
+    assert lenient.verify(evidence, record, nonce, session).secure_boot is False
+
+
 def test_enroll_quote_verify_accepted(machine: Machine, reference: dict[str, Any],
                                       record: dict[str, Any]) -> None:
     verifier = new_verifier(reference)
     nonce, session = verifier.nonces.issue(), os.urandom(32)
     evidence = quote(machine, nonce, session)
     result = verifier.verify(evidence, record, nonce, session)
-    assert result.mode == "tpm2"
+    assert result.mode == "tpm2" and result.secure_boot is False
+    assert result.pcrs[12] == result.pcrs[13] == b"\0" * 32
     assert result.device_id == record["device_id"]
     assert result.image_id == reference["image_id"]
     assert result.pcrs[11].hex() == reference["pcrs"]["11"]
@@ -196,9 +147,11 @@ def test_event_log_edited_in_transit_refused(machine: Machine, reference: dict[s
         expected = f"event {index}: bad EV_SEPARATOR data"
     err = refusal(verifier, tampered, record, nonce, session)
     assert (err.step, err.reason) == ("event_log", expected)
-    # control: the untouched evidence for the same (re-registered) nonce is accepted
-    verifier.nonces.add(nonce)
-    assert verifier.verify(genuine, record, nonce, session).image_id == reference["image_id"]
+    # control: the untouched evidence is accepted (by a verifier that has not seen this
+    # nonce: nonces are single use for the life of a store)
+    fresh = new_verifier(reference)
+    fresh.nonces.add(nonce)
+    assert fresh.verify(genuine, record, nonce, session).image_id == reference["image_id"]
 
 
 def test_real_event_log_saved_and_replays(machine: Machine, reference: dict[str, Any],
@@ -211,13 +164,17 @@ def test_real_event_log_saved_and_replays(machine: Machine, reference: dict[str,
         REAL_LOG.write_bytes(raw)
     log = eventlog.parse(raw)
     assert eventlog.encode(log) == raw
-    # our replay reproduces the TPM's PCRs 0-9 (PCR 11 also has systemd-pcrphase words)
+    # our replay reproduces the TPM's PCRs 0-9, 12 and 13 (PCR 11 also has systemd-pcrphase
+    # words); and the boot applications are exactly the reference's for Secure Boot off
     verifier = new_verifier(reference)
     nonce, session = verifier.nonces.issue(), os.urandom(32)
     result = verifier.verify(quote(machine, nonce, session), record, nonce, session)
     replayed = eventlog.replay(log, TPM_ALG_SHA256)
-    for i in range(10):
+    for i in (*range(10), 12, 13):
         assert replayed[i] == result.pcrs[i], f"PCR {i}"
+    apps = [e.digests[TPM_ALG_SHA256].hex() for e in log.events
+            if e.pcr == 4 and e.type == eventlog.EV_EFI_BOOT_SERVICES_APPLICATION]
+    assert apps == reference["boot_applications"]["no_secure_boot"]
 
 
 def test_changed_cmdline_image_refused(variant_machine: Machine, variant_image: BuiltImage,
@@ -233,7 +190,7 @@ def test_changed_cmdline_image_refused(variant_machine: Machine, variant_image: 
     nonce, session = verifier.nonces.issue(), os.urandom(32)
     err = refusal(verifier, quote(variant_machine, nonce, session), record, nonce, session)
     assert err.step == "policy"
-    assert "PCR 11" in err.reason or "PCR 4" in err.reason, err.reason
+    assert err.reason.startswith("PCR 4:"), err.reason      # another UKI ran
     # control: the same terminal enrolled for the image it really runs is accepted
     own = enroll(variant_machine, variant_ref["image_id"])
     nonce, session = verifier.nonces.issue(), os.urandom(32)

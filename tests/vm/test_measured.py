@@ -1,4 +1,5 @@
-"""Measured, verity-protected boot: PCR 11 predictions and tamper evidence (QEMU)."""
+"""Measured, verity-protected boot: the build's PCR predictions (11, 12, 13, and the PCR 4
+boot applications) against a booted image's TPM, and tamper evidence (QEMU)."""
 
 from __future__ import annotations
 
@@ -16,9 +17,13 @@ from tests.rundir import images_dir
 pytestmark = pytest.mark.vm
 
 
-def _pcr11(machine: Machine) -> str:
-    out = machine.succeed("tpm2_pcrread sha256:11")
+def _pcr(machine: Machine, index: int) -> str:
+    out = machine.succeed(f"tpm2_pcrread sha256:{index}")
     return out.strip().splitlines()[-1].split(":")[-1].strip().lower().removeprefix("0x")
+
+
+def _pcr11(machine: Machine) -> str:
+    return _pcr(machine, 11)
 
 
 def _reference(image: BuiltImage) -> dict[str, object]:
@@ -40,6 +45,33 @@ def test_variant_pcr11_matches_its_prediction(variant_machine: Machine,
     assert isinstance(pcrs, dict)
     assert _pcr11(variant_machine) == pcrs["11"]
     assert "auditbox.variant=1" in variant_machine.succeed("cat /proc/cmdline")
+
+
+def test_predicted_pcrs_and_boot_applications_match_the_tpm(machine: Machine,
+                                                            test_image: BuiltImage) -> None:
+    """PCR 11 (final phase), 12 and 13 (nothing passed in) read from the TPM equal the
+    reference; the boot applications the firmware measured into PCR 4 are the reference's
+    Secure-Boot-off list (this boot), the UKI then the kernel it carries."""
+    import base64
+
+    from attestation import eventlog
+
+    ref = _reference(test_image)
+    pcrs = ref["pcrs"]
+    assert isinstance(pcrs, dict)
+    for i in (11, 12, 13):
+        assert _pcr(machine, i) == pcrs[str(i)], f"PCR {i}"
+    assert pcrs["12"] == pcrs["13"] == "00" * 32
+    raw = base64.b64decode(machine.succeed(
+        "base64 -w0 /sys/kernel/security/tpm0/binary_bios_measurements"))
+    log = eventlog.parse(raw)
+    apps = [e.digests[0x000B].hex() for e in log.events
+            if e.pcr == 4 and e.type == eventlog.EV_EFI_BOOT_SERVICES_APPLICATION]
+    boot_apps = ref["boot_applications"]
+    assert isinstance(boot_apps, dict)
+    assert apps == boot_apps["no_secure_boot"]
+    assert apps[0] == ref["uki_authenticode_sha256"]
+    assert eventlog.replay(log, 0x000B)[4].hex() == _pcr(machine, 4)
 
 
 @pytest.fixture(scope="module")

@@ -1,15 +1,20 @@
 """UEFI Secure Boot with our own db key (QEMU, TCG, OVMF secboot build, swtpm).
 
-The test profile is built with --secure-boot-key/--secure-boot-cert; an OVMF varstore with
-that certificate enrolled as PK, KEK and db (Secure Boot on, user mode) must boot it, and
-must refuse both the same image with one byte of the UKI's .cmdline changed after signing
-and the unsigned test image. Three boots in all; the refused ones are cut short once the
-firmware has said no and Linux has had time to show up and did not.
+The test profile is built with --secure-boot-key/--secure-boot-cert (production-like: a
+signed UKI); an OVMF varstore with that certificate enrolled as PK, KEK and db (Secure Boot
+on, user mode) must boot it, and its attestation must pass the default policy (Secure Boot
+required); the firmware must refuse both the same image with one byte of the UKI's
+.cmdline changed after signing and the unsigned test image. And the same signed UKI
+started by a boot loader with a command line of its own (QEMU ``-kernel UKI -append``,
+Secure Boot off) boots, but its attestation is refused at ``policy`` naming PCR 12.
+The refused boots are cut short once the firmware has said no and Linux has had time to
+show up and did not.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import re
 import subprocess
@@ -18,7 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from attestation import eventlog
+from attestation import eventlog, uefi
+from attestation.evidence import decode
+from tests.attest_guest import enroll, new_verifier, quote, refusal, trusted_reference
 from tests.images import REPO, BuiltImage, build_image
 from tests.machine import Machine, MachineError
 from tests.rundir import images_dir
@@ -147,8 +154,11 @@ def test_signed_uki_verifies_against_our_cert_and_the_changed_one_does_not(
 
 
 def test_signed_image_boots_with_secure_boot_enforced(signed_image: BuiltImage,
-                                                      sb_vars: Path) -> None:
+                                                      sb_vars: Path, sb_keys: KeyPair) -> None:
+    """Acceptance: the signed production-like image boots with Secure Boot on and its
+    attestation is accepted by the default policy (Secure Boot required)."""
     require(VM_TOOLS)
+    reference = trusted_reference(signed_image)
     m = Machine(signed_image.image, name="secureboot-on", secure_boot=True,
                 vars_file=sb_vars)
     m.start()
@@ -159,10 +169,28 @@ def test_signed_image_boots_with_secure_boot_enforced(signed_image: BuiltImage,
         raw = base64.b64decode(
             m.succeed("base64 -w0 /sys/kernel/security/tpm0/binary_bios_measurements"))
         pcr7 = m.succeed("tpm2_pcrread sha256:7").strip().splitlines()[-1]
+        record = enroll(m, reference["image_id"])
+        verifier = new_verifier(reference, require_secure_boot=True)
+        nonce, session = verifier.nonces.issue(), os.urandom(32)
+        result = verifier.verify(quote(m, nonce, session), record, nonce, session)
         console = m.console_text()
     finally:
         m.stop()
     assert not re.search(REFUSED, console)
+    assert result.secure_boot is True and result.image_id == reference["image_id"]
+    assert result.pcrs[12] == result.pcrs[13] == b"\0" * 32
+    # the build's predictions are what this boot measured: the UKI alone in PCR 4, and PCR
+    # 7's authority event names the db certificate the reference names
+    log = eventlog.parse(raw)
+    apps = [e.digests[SHA256_ALG].hex() for e in log.events
+            if e.pcr == 4 and e.type == eventlog.EV_EFI_BOOT_SERVICES_APPLICATION]
+    assert apps == reference["boot_applications"]["secure_boot"]
+    authority = [uefi.signature_certificate(uefi.parse_variable(e.data)) for e in log.events
+                 if e.type == eventlog.EV_EFI_VARIABLE_AUTHORITY]
+    der = subprocess.run(["openssl", "x509", "-in", str(sb_keys.cert), "-outform", "DER"],
+                         check=True, capture_output=True).stdout
+    assert authority == [der]
+    assert hashlib.sha256(der).hexdigest() == reference["db_certificate_sha256"]
     # the firmware measured Secure Boot on into PCR 7, and the log replays to the TPM's PCR 7
     log = eventlog.parse(raw)
     assert _variable_events(log).get("SecureBoot") == b"\x01"
@@ -182,3 +210,42 @@ def test_changed_uki_is_refused_by_the_firmware(changed_uki_image: Path, sb_vars
 def test_unsigned_image_is_refused_by_the_firmware(test_image: BuiltImage,
                                                    sb_vars: Path) -> None:
     _boot_refused(test_image.image, sb_vars, "secureboot-unsigned")
+
+
+def test_boot_loader_command_line_is_refused_at_pcr12(signed_image: BuiltImage,
+                                                      tmp_path: Path) -> None:
+    """Acceptance: the signed image's UKI started by a boot loader with its own command line
+    (QEMU -kernel UKI -append, Secure Boot off: systemd-stub takes and measures it) is
+    refused at policy naming PCR 12, with the default policy and with Secure Boot not
+    required. The command line keeps the image bootable (and adds one marker token), as an
+    attacker's "rd.shell=1 SYSTEMD_SULOGIN_FORCE=1" would."""
+    require(VM_TOOLS)
+    reference = trusted_reference(signed_image)
+    uki = tmp_path / "BOOTX64.EFI"
+    uki.write_bytes(read_esp_file(signed_image.image, signed_image.manifest))
+    given = f"{reference['cmdline']} auditbox.injected=1"
+    m = Machine(signed_image.image, name="bootloader-cmdline",
+                extra_args=["-kernel", str(uki), "-append", given])
+    m.start()
+    try:
+        m.wait_for_shell()
+        proc_cmdline = m.succeed("cat /proc/cmdline").strip()
+        record = enroll(m, reference["image_id"])
+        strict = new_verifier(reference, require_secure_boot=True)
+        lenient = new_verifier(reference, require_secure_boot=False)
+        nonce, session = strict.nonces.issue(), os.urandom(32)
+        evidence = quote(m, nonce, session)
+    finally:
+        m.stop()
+    assert "auditbox.injected=1" in proc_cmdline      # the stub used the boot loader's line
+    # the genuine UKI ran (PCR 4 is the reference's Secure-Boot-off path): only PCR 12 tells
+    log = eventlog.parse(decode(evidence).event_log)
+    apps = [e.digests[SHA256_ALG].hex() for e in log.events
+            if e.pcr == 4 and e.type == eventlog.EV_EFI_BOOT_SERVICES_APPLICATION]
+    assert apps == reference["boot_applications"]["no_secure_boot"]
+    err = refusal(strict, evidence, record, nonce, session)
+    assert err.step == "policy" and err.reason.startswith("PCR 12 "), err
+    assert "boot-loader command line" in err.reason
+    lenient.nonces.add(nonce)
+    err = refusal(lenient, evidence, record, nonce, session)
+    assert err.step == "policy" and err.reason.startswith("PCR 12 "), err

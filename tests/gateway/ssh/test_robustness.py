@@ -10,6 +10,7 @@ import asyncio
 import os
 import random
 import signal
+import sqlite3
 import struct
 import time
 from collections import Counter
@@ -162,6 +163,8 @@ def test_kill_9_under_load_leaves_store_audit_and_recordings_sound(robust_world:
     w.proc.wait()
     for link, _ in links:
         link.close()
+    with sqlite3.connect(w.database) as db:       # the database file itself is sound
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     with w.store() as s:
         result = audit.verify(s.audit_entries())
         assert result.ok, result.message

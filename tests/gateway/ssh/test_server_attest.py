@@ -168,3 +168,55 @@ def test_tpm2_enrollment_and_login_through_swtpm(world: World, tmp_path: Path) -
         link.close()
         with pytest.raises(BadToken):
             world.link().enroll_login(token)
+
+
+def test_terminal_alert_is_stored_and_audited(world: World) -> None:
+    agent = world.enroll_soft("alerting")
+    acc = world.add_user()
+    link = world.link()
+    link.login(acc.name, acc.password, acc.code())
+    link.attest(agent)
+    link.send_alert("keystroke-burst", "14 keys in 40 ms")
+    entry = world.wait_event("terminal.alert", acc.name)
+    assert entry.data["kind"] == "keystroke-burst" and entry.data["device_id"] == agent.device_id
+    with world.store() as s:
+        alerts = [a for a in s.list_alerts() if a.user == acc.name]
+    assert [(a.rule, a.detail, a.device_id) for a in alerts] == [
+        ("terminal:keystroke-burst", "14 keys in 40 ms", agent.device_id)]
+    link.close()
+
+
+def test_alert_before_acceptance_is_a_protocol_violation(world: World) -> None:
+    acc = world.add_user()
+    link = world.link()
+    link.login(acc.name, acc.password, acc.code())
+    link._open_control()
+    link._send({"type": "alert", "kind": "local", "detail": "too early"})
+    with pytest.raises(AttestationRefused) as info:
+        link._expect("challenge")
+    assert info.value.step == "protocol" and "alert before" in info.value.message
+    link.close()
+
+
+@pytest.mark.parametrize("raw, why", [
+    (b"\x00\x00\x00\x00", "frame length 0"),
+    (b"\x00\x01\x90\x00" + b"{" * 100, "frame length 102400"),     # 100 KiB before hello
+    (b"\x00\x00\x00\x05[1,2]", "expected a JSON object"),
+    (b"\x00\x00\x00\x0c{\"type\":\"x\"}", "unknown type"),
+])
+def test_malformed_control_frames_end_the_connection(world: World, raw: bytes,
+                                                     why: str) -> None:
+    acc = world.add_user()
+    link = world.link()
+    link.login(acc.name, acc.password, acc.code())
+    link._open_control()
+    assert link._control is not None
+    link._control.sendall(raw)
+    with pytest.raises(AttestationRefused) as info:
+        link._expect("challenge")
+    assert info.value.step == "protocol" and why in info.value.message
+    deadline = time.monotonic() + 5
+    assert link.transport is not None
+    while link.transport.is_active() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not link.transport.is_active()            # and the gateway hung up

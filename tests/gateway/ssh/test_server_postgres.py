@@ -9,12 +9,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from gateway import recording
+from gateway import budget, recording
 from kiosk.gateway_link import BackendAgent, BadCode, BadToken, LockedOut, Unavailable
 from tests.gateway.gwharness import Sshd, World, fresh_world
 from tests.gateway.pg import PgServer
 from tests.gateway.ssh.test_server_lock import lock, lock_created
 from tests.gateway.ssh.test_server_login import read_until
+from tests.gateway.ssh.test_server_session import drain
 
 
 @pytest.fixture(scope="module")
@@ -128,3 +129,33 @@ def test_store_down_fails_closed(pg_server: PgServer, pg_world: World) -> None:
                 raise
             time.sleep(1)
     link.close()
+
+
+def test_daily_output_total_on_postgres(pg_server: PgServer, sshd: Sshd,
+                                        tmp_path_factory: pytest.TempPathFactory) -> None:
+    url = pg_server.create_database()
+    w = fresh_world(tmp_path_factory.mktemp("pgbudget"), sshd, database=url,
+                    extra="budget:\n  rate: 64KiB\n  burst: 64KiB\n  daily: 64KiB\n")
+    try:
+        acc = w.add_user()
+        agent = w.enroll_soft("pg-budget")
+        for i in range(2):                          # two sessions share the user's day
+            link = w.link()
+            link.login(acc.name, acc.password, acc.code())
+            link.attest(agent)
+            chan = link.open_shell()
+            chan.send(b"head -c 40000 /dev/zero | tr '\\0' 'y'; echo; echo END-$((1+1))\n"
+                      if i == 0 else b"head -c 40000 /dev/zero | tr '\\0' 'z'\n")
+            if i == 0:
+                read_until(chan, b"END-2")
+                link.close()
+                continue
+            got = drain(chan)
+            link.close()
+        assert budget.DAILY_MESSAGE.encode() in got
+        with w.store() as s:
+            total = s.output_total(acc.name, budget.utc_day(time.time()))
+        assert 64 * 1024 <= total <= 64 * 1024 + 4096
+    finally:
+        w.stop()
+        pg_server.drop_database(url)

@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from kiosk import protocol
@@ -44,9 +45,14 @@ def test_stock_ssh_logs_in_and_is_refused_at_attestation(world: World, tmp_path:
     assert protocol.ATTESTATION_REFUSAL.encode() in r.stdout
     login = world.wait_event("login.ok", acc.name)
     assert login.data["source"] == "127.0.0.1"
-    refused = [e.data for e in world.audit_events("channel.refused") if e.actor == acc.name]
-    assert any(d["kind"] == "shell" and d["detail"] == "attestation" for d in refused)
-    assert any(d["kind"] == "env" and d["detail"] == "LANG" for d in refused)
+    deadline = time.monotonic() + 10               # the audit writes are asynchronous
+    while True:
+        refused = {(e.data["kind"], e.data["detail"])
+                   for e in world.audit_events("channel.refused") if e.actor == acc.name}
+        if {("shell", "attestation"), ("env", "LANG")} <= refused:
+            break
+        assert time.monotonic() < deadline, refused
+        time.sleep(0.1)
 
 
 def test_stock_ssh_break_glass_is_relayed_audited_and_alerted(world: World,
