@@ -92,7 +92,7 @@ class Attester:
                 allow_soft=self.cfg.attestation.allow_soft,
                 trust_firmware_on_first_use=self.cfg.attestation.firmware.trust_on_first_use,
                 revoked_images={i.image_id for i in images if i.revoked_at is not None})
-            self._verifier = Verifier(policy, self.nonces, refs)  # type: ignore[arg-type]
+            self._verifier = Verifier(policy, self.nonces, refs)
             self._images_key = key
         return self._verifier
 
