@@ -21,9 +21,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from attestation.errors import ReferenceValueError, VerificationError
+from attestation.ekcert import load_ca_bundle
+from attestation.errors import EnrollmentError, ReferenceValueError, VerificationError
 from attestation.policy import Policy
 from attestation.reference import verify_reference_bytes
 from attestation.verifier import Verifier
@@ -33,7 +35,7 @@ from .audit import Auditor
 from .config import Config
 from .control import ControlChannel, ControlError
 from .enrollment import Enroller, EnrollRefused
-from .store.base import Attestation, Device, Store, StoreError
+from .store.base import Attestation, Device, Image, Store, StoreError
 
 NONCE_BYTES = 32
 
@@ -68,10 +70,25 @@ class Attester:
         self.store, self.auditor, self.cfg, self.clock = store, auditor, cfg, clock
         self.trusted_keys = trusted_keys
         self.nonces = StoreNonces(store, cfg.attestation.nonce_ttl, clock)
-        self.enroller = Enroller(store, auditor, cfg.attestation.allow_soft, trusted_keys,
-                                 clock)
+        att = cfg.attestation
+        bundle: tuple[x509.Certificate, ...] = ()
+        if att.ek_ca_bundle is not None:
+            try:
+                bundle = load_ca_bundle(att.ek_ca_bundle)
+            except EnrollmentError as exc:
+                raise cfg.error("attestation.ek_ca_bundle", str(exc)) from None
+        self.enroller = Enroller(store, auditor, att.allow_soft, trusted_keys, clock,
+                                 ek_ca_bundle=bundle,
+                                 allow_ek_without_cert=att.allow_ek_without_cert)
         self._images_key: tuple[tuple[str, float | None], ...] | None = None
         self._verifier: Verifier | None = None
+
+    def policy(self, images: list[Image] | None = None) -> Policy:
+        att = self.cfg.attestation
+        return Policy(
+            allow_soft=att.allow_soft, require_secure_boot=att.require_secure_boot,
+            trust_firmware_on_first_use=att.firmware.trust_on_first_use,
+            revoked_images={i.image_id for i in images or [] if i.revoked_at is not None})
 
     # -- the verifier, kept in step with the registered images --------------------------------
     def verifier(self) -> Verifier:
@@ -88,11 +105,7 @@ class Attester:
                     continue        # a row edited in the database is never trusted
                 if data["image_id"] == image.image_id:
                     refs[image.image_id] = data
-            policy = Policy(
-                allow_soft=self.cfg.attestation.allow_soft,
-                trust_firmware_on_first_use=self.cfg.attestation.firmware.trust_on_first_use,
-                revoked_images={i.image_id for i in images if i.revoked_at is not None})
-            self._verifier = Verifier(policy, self.nonces, refs)
+            self._verifier = Verifier(self.policy(images), self.nonces, refs)
             self._images_key = key
         return self._verifier
 

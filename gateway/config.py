@@ -271,6 +271,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("attestation.firmware.trust_on_first_use", Kind.BOOL, True,
             "Record a device's firmware PCRs (0-3, 5-7) at its first attestation and "
             "require them afterwards."),
+    Setting("attestation.require_secure_boot", Kind.BOOL, True,
+            "PCR 7 must show Secure Boot on with the image's db certificate. Off only for "
+            "test set-ups with unsigned images (the gateway says so loudly at start)."),
+    Setting("attestation.ek_ca_bundle", Kind.PATH, None,
+            "PEM file of the TPM manufacturers' CA certificates that EK certificates must "
+            "chain to at tpm2 enrollment.", PATH, nullable=True),
+    Setting("attestation.allow_ek_without_cert", Kind.BOOL, False,
+            "Enroll tpm2 terminals whose TPM has no EK certificate (or when no "
+            "ek_ca_bundle is set); recorded as allowed-without. A certificate that is "
+            "present and fails is still refused."),
     Setting("upstream.ssh.host", Kind.STR, None, "The research harness's SSH server.",
             v.HOST_OR_IP, nullable=True),
     Setting("upstream.ssh.port", Kind.INT, 22, "Its port.", minimum=1, maximum=65535),
@@ -367,6 +377,9 @@ class AttestationConfig:
     hello_timeout: float
     max_evidence_bytes: int
     firmware: FirmwareConfig
+    require_secure_boot: bool
+    ek_ca_bundle: Path | None
+    allow_ek_without_cert: bool
 
 
 @dataclass(frozen=True)

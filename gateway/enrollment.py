@@ -33,6 +33,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from attestation import eventlog
@@ -148,12 +149,16 @@ class _LoginToken(TokenStore):
 class Enroller:
     def __init__(self, store: Store, auditor: Auditor, allow_soft: bool,
                  trusted_keys: list[Ed25519PublicKey],
-                 clock: Any = time.time) -> None:
+                 clock: Any = time.time, *,
+                 ek_ca_bundle: tuple[x509.Certificate, ...] = (),
+                 allow_ek_without_cert: bool = False) -> None:
         self.store = store
         self.auditor = auditor
         self.allow_soft = allow_soft
         self.trusted_keys = trusted_keys
         self.clock = clock
+        self.policy = EnrollmentPolicy(allow_soft=allow_soft, ek_ca_bundle=ek_ca_bundle,
+                                       allow_ek_without_cert=allow_ek_without_cert)
 
     def _refuse(self, step: str, message: str, source: str, **data: Any) -> EnrollRefused:
         self.auditor.log("enroll.refused", actor="auditbox-enroll", source=source, step=step,
@@ -176,7 +181,7 @@ class Enroller:
         try:
             record, challenge = begin_enrollment(
                 request, image_id=PENDING_IMAGE,
-                policy=EnrollmentPolicy(allow_soft=self.allow_soft),
+                policy=self.policy,
                 tokens=_LoginToken(token_hash_hex))
         except EnrollmentError as exc:
             raise self._refuse("enrollment", str(exc), source) from None
@@ -223,7 +228,7 @@ class Enroller:
                                              "device", source, device_id=pending.device_id)
         now = self.clock()
         device = Device(pending.device_id, pending.mode, str(record["image_id"]), record, now,
-                        ek_cert="none" if pending.mode == "soft" else "unchecked")
+                        ek_cert=str(record.get("ek_cert", "none")))
         why = self.store.enroll_device(device, pending.token_hash, now)
         if why == "token":
             raise self._refuse("enrollment", "enrollment token already used or expired",

@@ -28,7 +28,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import asyncssh
@@ -79,6 +79,7 @@ class Service:
         self.attester = Attester(store, auditor, cfg, load_trusted_keys(cfg.trusted_build_keys))
         self.registry = Registry()
         self.connections: set[Connection] = set()
+        self.writes: set[asyncio.Task[None]] = set()
         self.store_ok = True
         self.metrics = metrics.current()
         # argon2id (about 0.2 s of CPU each) runs in its own threads, one per core, so a
@@ -89,6 +90,12 @@ class Service:
 
     async def hash_slot(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.hashing, fn, *args)
+
+    def record(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run an audit/alert write to its end, even if its connection closes first."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self.writes.add(task)
+        task.add_done_callback(self.writes.discard)
 
     async def audit(self, event: str, actor: str, **data: Any) -> None:
         try:
@@ -247,8 +254,8 @@ class Connection(asyncssh.SSHServer):
         return self.user.name if self.user else (self.login_name[:64] or "?")
 
     def refused(self, kind: str, detail: str) -> None:
-        self.spawn(self.svc.audit("channel.refused", self.actor, kind=kind, detail=detail,
-                                  source=self.peer, device_id=self.device_id))
+        self.svc.record(self.svc.audit("channel.refused", self.actor, kind=kind, detail=detail,
+                                       source=self.peer, device_id=self.device_id))
 
     # -- keyboard-interactive -----------------------------------------------------------------
     def begin_auth(self, username: str) -> bool:
@@ -431,7 +438,7 @@ class Connection(asyncssh.SSHServer):
             with contextlib.suppress(StoreError):
                 await asyncio.to_thread(write)
 
-        self.spawn(run())
+        self.svc.record(run())
 
     def notify(self, msg: dict[str, Any]) -> None:
         if self.control is not None and self.control.accepted:
@@ -678,6 +685,12 @@ async def serve_forever(cfg: Config, ready: Callable[[int], None] | None = None)
     else:
         print(f"auditbox gateway: listening on {cfg.listen.address}:{port} as {svc.replica}",
               file=sys.stderr, flush=True)
+    for warning in svc.attester.policy().warnings():
+        if cfg.log.format == "json":
+            log.warning("%s", warning)
+        else:
+            print(f"auditbox gateway: WARNING: {warning}", file=sys.stderr, flush=True)
+        await svc.audit("gateway.warning", "system", warning=warning)
     if ready is not None:
         ready(port)
     await stop.wait()
@@ -687,6 +700,8 @@ async def serve_forever(cfg: Config, ready: Callable[[int], None] | None = None)
     for c in list(svc.connections):
         await c.end("auditbox: the gateway is shutting down", "gateway-stop")
     await asyncio.sleep(0.5)
+    if svc.writes:
+        await asyncio.wait(svc.writes, timeout=5)
     watcher.stop()
     await svc.audit("gateway.stop", "system", replica=svc.replica)
     store.close()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import getpass
-import hashlib
 import os
 import secrets
 import shutil
@@ -37,12 +36,12 @@ from gateway.config import load_config
 from gateway.store import open_store
 from gateway.store.base import Store, User
 from kiosk.gateway_link import BackendAgent, GatewayLink
+from tests.attestation.attest_helpers import CMDLINE, reference_data
 from tests.tools import require
 
 REPO = Path(__file__).resolve().parents[2]
 SSHD = "/usr/sbin/sshd"
-UKI = b"uki-file"
-CMDLINE = "roothash=aa console=ttyS0"
+UKI = b"uki-file"                                     # reference_data's uki_sha256
 AUDITBOX = [sys.executable, "-m", "builder.cli"]      # this checkout's `auditbox`
 
 
@@ -162,11 +161,9 @@ class World:
         w.write_config(extra, command)
         img = d / "image"
         img.mkdir()
-        write_signed_reference(img, {
-            "format": 1, "image_id": "img-test", "pcr_bank": "sha256", "pcrs": {},
-            "roothash": "aa", "uki_sha256": hashlib.sha256(UKI).hexdigest(),
-            "uki_authenticode_sha256": hashlib.sha256(b"uki-A").hexdigest(),
-            "cmdline": CMDLINE}, w.build_key)
+        # the synthetic image of the attestation tests: its UKI is UKI (soft terminals
+        # measure it) and tests/attestation's build_log() boots it (tpm2 through swtpm)
+        write_signed_reference(img, reference_data(image_id="img-test"), w.build_key)
         with w.store() as s:
             images.add_image(s, Auditor(s, "test"), img, [w.build_key.public_key()], "test")
         return w
@@ -285,7 +282,9 @@ def fresh_world(base: Path, sshd: Sshd, extra: str = "", database: str | None = 
     sets ``anomaly``, no anomaly rules are configured (test_server_session tests them)."""
     if "anomaly:" not in extra:
         extra += "anomaly:\n  rules: []\n"
+    # swtpm has no EK certificate: tpm2 terminals are enrolled as allowed-without
     w = World.create(base, sshd, database=database, command=command,
-                     extra="attestation:\n  allow_soft: true\n" + extra)
+                     extra="attestation:\n  allow_soft: true\n  allow_ek_without_cert: true\n"
+                           + extra)
     w.start()
     return w

@@ -22,6 +22,7 @@ from gateway.audit import Auditor
 from gateway.auth import Authenticator, LoginOk
 from gateway.config import load_config
 from gateway.store import Alert, Device, SessionRow, Token, open_store
+from tests.attestation.attest_helpers import reference_data
 from tests.gateway.pg import PgServer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -280,12 +281,10 @@ def test_devices(gwdir: Path) -> None:
 
 
 def _build_out(tmp: Path, key: Ed25519PrivateKey, image_id: str = "auditbox-site-1") -> Path:
+    """A build output directory as `auditbox build` leaves it (the reference parts)."""
     out = tmp / image_id
     out.mkdir()
-    write_signed_reference(out, {
-        "format": 1, "image_id": image_id, "pcr_bank": "sha256", "pcrs": {"11": "11" * 32},
-        "roothash": "22" * 32, "uki_sha256": "33" * 32, "uki_authenticode_sha256": "44" * 32,
-        "cmdline": "roothash=22 ro"}, key)
+    write_signed_reference(out, reference_data(image_id=image_id), key)
     (out / "build-key.pub").write_bytes(public_key_pem(key))
     return out
 
@@ -314,7 +313,8 @@ def test_images(gwdir: Path, tmp_path: Path) -> None:
     # a tampered reference is refused, even with the right key
     tampered = _build_out(tmp_path, key, "auditbox-site-2")
     (tampered / "reference.json").write_bytes(
-        (tampered / "reference.json").read_bytes().replace(b"roothash=22", b"roothash=23"))
+        (tampered / "reference.json").read_bytes().replace(b'"roothash":"aa"',
+                                                            b'"roothash":"ab"'))
     assert "not signed" in bad(gw("image", "add", str(tampered), cwd=gwdir))
     assert re.search(r"^auditbox-site-1\s+\S+Z\s+cli:\S+\s+active$",
                      gw("image", "list", cwd=gwdir).out, re.M)

@@ -141,7 +141,11 @@ def test_ten_thousand_junk_connections_leave_it_serving(robust_world: World) -> 
     print(f"junk loop: {dict(stats)} in {elapsed:.0f} s")
     assert w.proc is not None and w.proc.poll() is None, w.log_text()[-2000:]
     assert stats["login-accepted?!"] == 0
-    assert stats["junk"] + stats["login-refused"] >= TOTAL * 0.95, stats
+    # every attempt was made (a reset or a refused connect counts: it is the gateway's
+    # answer); what matters is what follows: it still serves a normal log-in
+    assert stats["skipped-time"] == 0, stats
+    assert stats["junk"] + stats["junk-error"] + stats["login-refused"] == TOTAL, stats
+    assert stats["login-refused"] == HANDSHAKES, stats
     _login_shell_works(w, "after-junk")
 
 

@@ -17,7 +17,7 @@ from attestation.tpm2 import Tpm2Backend
 from attestation.tpm_structs import TPM_ALG_SHA256
 from kiosk.gateway_link import AttestationRefused, BackendAgent, BadToken
 from tests.attestation.attest_helpers import build_log, encode_log
-from tests.gateway.gwharness import CMDLINE, Sshd, World, fresh_world
+from tests.gateway.gwharness import Sshd, World, fresh_world
 from tests.gateway.ssh.test_server_login import read_until
 from tests.gateway.swtpm import start_swtpm
 from tests.tools import require
@@ -144,7 +144,7 @@ def test_tpm2_enrollment_and_login_through_swtpm(world: World, tmp_path: Path) -
     require(("swtpm", "tpm2_createek", "tpm2_createak", "tpm2_pcrextend",
              "tpm2_activatecredential", "tpm2_quote"), need_root=False)
     with start_swtpm(tmp_path) as tcti:
-        events = build_log(hashlib.sha256(b"uki-A").digest(), CMDLINE, (TPM_ALG_SHA256,))
+        events = build_log()                     # the reference's image, Secure Boot on
         for pcr, _typ, dig, _data in events:
             subprocess.run(["tpm2_pcrextend", f"{pcr}:sha256={dig[TPM_ALG_SHA256].hex()}"],
                            env={**os.environ, "TPM2TOOLS_TCTI": tcti}, check=True,

@@ -166,7 +166,8 @@ def test_keystroke_injector_locks_the_session(rules_world: World) -> None:
     assert b"session locked by rule keystroke-injection" in got
     assert chan.recv_exit_status() == 1 and locked.wait(2)
     link.close()
-    assert {"keystroke-injection", "paste-burst"} <= set(alerts_of(rules_world, acc.name))
+    # (paste-burst fires too when the keys arrive fast enough; test_anomaly checks it)
+    assert "keystroke-injection" in alerts_of(rules_world, acc.name)
     with pytest.raises(Locked):
         rules_world.link().login(acc.name, acc.password, acc.code())
 
