@@ -50,7 +50,6 @@ sys.path.insert(0, str(ROOT))
 import asyncssh  # noqa: E402
 
 from attestation import evidence as evidence_format  # noqa: E402
-from attestation.soft import SoftBackend  # noqa: E402
 from gateway import enrollment, locks, passwords, totp  # noqa: E402
 from gateway.audit import Auditor  # noqa: E402
 from gateway.store import open_store  # noqa: E402
@@ -294,14 +293,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 name = f"t{i:05d}"
                 secret = totp.new_secret()
                 store.add_user(User(name, phc, secret, "bench", created_at=time.time()))
-                d = base / "terminals" / name
-                d.mkdir(parents=True)
-                (d / "boot_id").write_text("boot-1\n")
-                (d / "cmdline").write_text("roothash=aa console=ttyS0\n")
-                (d / "uki").write_bytes(b"uki-file")
-                new.append(Terminal(i, name, secret, SoftBackend(
-                    d / "state", boot_id_path=d / "boot_id", cmdline_path=d / "cmdline",
-                    uki_paths=(d / "uki",))))
+                new.append(Terminal(i, name, secret, fleet.replicas[0].soft_backend(name)))
 
             async def start(t: Terminal) -> None:
                 async with sem:
