@@ -325,6 +325,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             h0 = time.monotonic()
             c0 = {k: cpu_seconds([p]) for k, p in replica_pids.items()}
             o0 = {k: cpu_seconds(p) for k, p in others.items()}
+            m0 = {w.replica: fleet.metrics(w.replica) for w in fleet.replicas}
             await asyncio.sleep(args.hold)
             h1 = time.monotonic()
             c1 = {k: cpu_seconds([p]) for k, p in replica_pids.items()}
@@ -334,12 +335,25 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             for w in fleet.replicas:
                 text = fleet.metrics(w.replica)
                 held = int(metric_value(text, "auditbox_attested_terminals"))
+                server = {}                   # mean server-side times over the hold (ms)
+                for label, name, lab in (
+                        ("verify_ms", "auditbox_attestation_verify_seconds", None),
+                        ("append_audit_ms", "auditbox_store_query_seconds",
+                         {"op": "append_audit"}),
+                        ("consume_nonce_ms", "auditbox_store_query_seconds",
+                         {"op": "consume_nonce"})):
+                    n = (metric_value(text, name + "_count", lab)
+                         - metric_value(m0[w.replica], name + "_count", lab))
+                    t = (metric_value(text, name + "_sum", lab)
+                         - metric_value(m0[w.replica], name + "_sum", lab))
+                    server[label] = round(1000 * t / n, 1) if n else None
                 now_rss = rss([replica_pids[w.replica]])
                 per_replica[w.replica] = {
                     "terminals": held,
                     "cpu_percent": round(100 * (c1[w.replica] - c0[w.replica]) / (h1 - h0), 1),
                     "rss_mib": round(now_rss / 2**20, 1),
-                    "rss_added_mib": round((now_rss - rss0[w.replica]) / 2**20, 1)}
+                    "rss_added_mib": round((now_rss - rss0[w.replica]) / 2**20, 1),
+                    "server_mean": server}
             row = {"terminals": live(), "ramp_s": round(ramp_s, 1),
                    "verifications": len(window),
                    "verifications_per_s": round(len(window) / (h1 - h0), 1),
@@ -354,7 +368,9 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             print(f"  {row['terminals']:>6} terminals: {row['verifications_per_s']:>6}/s "
                   f"p50 {row['p50_ms']} ms p99 {row['p99_ms']} ms, "
                   + ", ".join(f"{k} {v['terminals']} cpu {v['cpu_percent']}% "
-                              f"rss {v['rss_mib']} MiB" for k, v in per_replica.items())
+                              f"rss {v['rss_mib']} MiB {v['server_mean']}"
+                              for k, v in per_replica.items())
+                  + f", others cpu {row['other_cpu_percent']}"
                   + f", lost {row['lost']}, ramp {row['ramp_s']} s, "
                     f"load {row['load_average']:.1f}", flush=True)
             reasons: dict[str, int] = {}
