@@ -36,10 +36,11 @@ import argparse
 import asyncio
 import hashlib
 import os
+import random
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,7 +69,10 @@ CONNECT_CONCURRENCY = 16
 
 # -- one simulated terminal -------------------------------------------------------------------
 class Client(asyncssh.SSHClient):
-    def __init__(self, answers: dict[str, str]) -> None:
+    """Keyboard-interactive: each answer is given when its prompt arrives (a code is
+    computed then, as a person would read it off their phone)."""
+
+    def __init__(self, answers: dict[str, str | Callable[[], str]]) -> None:
         self.answers = answers
         self.error = ""
 
@@ -80,7 +84,11 @@ class Client(asyncssh.SSHClient):
         if not prompts:
             self.error = instructions
             return []
-        return [self.answers[p] for p, _ in prompts]
+        out = []
+        for p, _ in prompts:
+            a = self.answers[p]
+            out.append(a() if callable(a) else a)
+        return out
 
 
 class Control(asyncssh.SSHClientSession[bytes]):
@@ -110,14 +118,15 @@ class Terminal:
     lost_at: float = 0.0
     task: asyncio.Task[None] | None = None
 
-    async def code(self) -> str:
-        """The next unused code the gateway accepts (window 1), waiting for its step if
-        the last one used is already the next step's."""
+    async def code_ready(self) -> None:
+        """Wait until a code newer than the last one used is valid (window 1)."""
         now = totp.step_of(time.time())
         if self.step + 1 > now + 1:
             await asyncio.sleep(self.step * 30 - time.time() + 0.5)
-            now = totp.step_of(time.time())
-        self.step = max(self.step + 1, now)
+
+    def code(self) -> str:
+        """The next unused code, for the step of now (or the next one)."""
+        self.step = max(self.step + 1, totp.step_of(time.time()))
         return totp.code_at(self.secret, self.step)
 
 
@@ -129,7 +138,8 @@ class Stats:
 
 
 async def connect(port: int, host_key: asyncssh.SSHKey, user: str,
-                  answers: dict[str, str]) -> tuple[asyncssh.SSHClientConnection, Client]:
+                  answers: dict[str, str | Callable[[], str]],
+                  ) -> tuple[asyncssh.SSHClientConnection, Client]:
     client = Client(answers)
     conn, _ = await asyncssh.create_connection(
         lambda: client, "127.0.0.1", port, username=user, known_hosts=([host_key], [], []),
@@ -166,8 +176,8 @@ async def enroll(port: int, key: asyncssh.SSHKey, t: Terminal, token: str) -> No
 async def run_terminal(port: int, key: asyncssh.SSHKey, t: Terminal, stats: Stats,
                        pty: bool, ready: asyncio.Event) -> None:
     """Log in, attest, hold; answer re-attestations; return when the connection ends."""
-    code = await t.code()
-    conn, _ = await connect(port, key, t.user, {"Password: ": PASSWORD, "One-time code: ": code})
+    await t.code_ready()
+    conn, _ = await connect(port, key, t.user, {"Password: ": PASSWORD, "One-time code: ": t.code})
     t.conn = conn
     sid = bytes(conn._session_id)
     chan, ctl = await conn.create_session(Control, subsystem=protocol.SUBSYSTEM,
@@ -200,7 +210,10 @@ async def run_terminal(port: int, key: asyncssh.SSHKey, t: Terminal, stats: Stat
 
 async def keep(port: int, key: asyncssh.SSHKey, t: Terminal, stats: Stats, pty: bool,
                ready: asyncio.Event, reconnect: bool) -> None:
-    """Run the terminal; when its connection ends (not by a lock), log in again."""
+    """Run the terminal; when its connection ends (not by a lock), log in again after a
+    jittered, growing pause (0.5 s doubling to 30 s), as a kiosk should: a replica's
+    terminals must not come back as one herd."""
+    tries = 0
     while True:
         t.attested_at = 0.0
         try:
@@ -212,7 +225,9 @@ async def keep(port: int, key: asyncssh.SSHKey, t: Terminal, stats: Stats, pty: 
         if t.attested_at:                  # it was in: a lost terminal
             t.lost_at = t.lost_at or time.monotonic()
             stats.lost += 1
-        await asyncio.sleep(0.5)
+            tries = 0
+        await asyncio.sleep(min(30.0, 0.5 * 2 ** tries) * random.uniform(0.5, 1.5))
+        tries += 1
 
 
 # -- process figures ------------------------------------------------------------------------------
