@@ -339,6 +339,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             lost0 = stats.lost
             h0 = time.monotonic()
             c0 = {k: cpu_seconds([p]) for k, p in replica_pids.items()}
+            others["postgres"] = postgres_pids(pg)      # backends come and go
             o0 = {k: cpu_seconds(p) for k, p in others.items()}
             m0 = {w.replica: fleet.metrics(w.replica) for w in fleet.replicas}
             await asyncio.sleep(args.hold)
