@@ -5,19 +5,22 @@ A backend gives ``_tx(write)``: a context manager around ONE transaction that yi
 StoreError/StoreConflict. Everything that must hold fleet-wide is decided by the
 database: conditional UPDATEs (tokens, nonces, TOTP steps), upserts with RETURNING
 (output totals, failure counters) and, for the audit chain, a transaction that holds
-the chain's write lock (SQLite: BEGIN IMMEDIATE; PostgreSQL: an advisory lock).
+the chain's write lock (SQLite: BEGIN IMMEDIATE; PostgreSQL: an advisory lock);
+concurrent appends of one process share such a transaction (auditgroup.py).
 """
 
 from __future__ import annotations
 
 import abc
 import json
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
+from .auditgroup import AuditGroup, Pending
 from .base import (
     Alert,
     Attestation,
@@ -37,6 +40,7 @@ SCHEMA_VERSION = 1
 SCHEMA = Path(__file__).with_name("schema.sql")
 SCOPES = ("user", "source")
 AUDIT_PAGE = 1000
+_GROUP_LOCK = threading.Lock()
 
 
 class Tx(abc.ABC):
@@ -516,19 +520,33 @@ class SqlStore(Store):
     # -- audit chain ----------------------------------------------------------------------------
     def append_audit(self, at: float, actor: str, event: str,
                      data: dict[str, Any]) -> AuditEntry:
+        text = json.dumps(data, sort_keys=True, allow_nan=False)
+        item = Pending(round(at * 1_000_000), actor, event, text, json.loads(text))
+        group: AuditGroup | None = self.__dict__.get("_audit_group")
+        if group is None:
+            with _GROUP_LOCK:
+                group = self.__dict__.get("_audit_group")
+                if group is None:
+                    group = self.__dict__["_audit_group"] = AuditGroup(
+                        self._append_audit_batch)
+        return group.append(item)
+
+    def _append_audit_batch(self, batch: list[Pending]) -> None:
+        """Append the batch in one transaction holding the chain's lock (auditgroup.py)."""
         from gateway.audit import ZERO_HASH, entry_hash
 
-        at_us = round(at * 1_000_000)
-        text = json.dumps(data, sort_keys=True, allow_nan=False)
-        plain = json.loads(text)
         with self._tx() as tx:
             self._lock_audit(tx)
             row = tx.one("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
-            seq, prev = (int(row[0]) + 1, str(row[1])) if row else (1, ZERO_HASH)
-            h = entry_hash(seq, at_us, actor, event, plain, prev)
-            tx.run(f"INSERT INTO audit ({_AUDIT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                   seq, at_us, actor, event, text, prev, h)
-        return AuditEntry(seq, at_us / 1e6, actor, event, plain, prev, h, at_us)
+            seq, prev = (int(row[0]), str(row[1])) if row else (0, ZERO_HASH)
+            for p in batch:
+                seq += 1
+                h = entry_hash(seq, p.at_us, p.actor, p.event, p.data, prev)
+                tx.run(f"INSERT INTO audit ({_AUDIT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       seq, p.at_us, p.actor, p.event, p.text, prev, h)
+                p.entry = AuditEntry(seq, p.at_us / 1e6, p.actor, p.event, p.data, prev, h,
+                                     p.at_us)
+                prev = h
 
     def audit_entries(self, after_seq: int = 0,
                       limit: int | None = None) -> Iterator[AuditEntry]:

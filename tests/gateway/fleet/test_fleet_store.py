@@ -183,3 +183,38 @@ def test_serve_refuses_a_sqlite_store_already_served(tmp_path: Path) -> None:
     assert lines[0].startswith(f"error: {other}:{line}: database: ")
     assert "already served by another gateway process (pid" in lines[0]
     assert "postgresql://" in lines[0]
+
+
+def test_concurrent_appends_of_one_replica_share_transactions(
+        two: tuple[Store, Store]) -> None:
+    """Group commit: 16 threads of one store need far fewer transactions than entries,
+    the chain stays whole, and a failed transaction fails every caller in it."""
+    store = two[0]
+
+    def append(s: Store, i: int) -> None:
+        for j in range(25):
+            store.append_audit(time.time(), "t", "test.group", {"i": i, "j": j})
+    race(two, append)
+    group = store.__dict__["_audit_group"]
+    entries = list(two[1].audit_entries())
+    assert len(entries) == 2 * THREADS * 25 and verify(entries).ok
+    assert group.batches < len(entries)
+    with pytest.raises(TypeError):          # not JSON: refused before any transaction
+        store.append_audit(time.time(), "t", "test.bad", {"x": object()})
+    failing = open_store(store.url)
+    try:
+        failing._lock_audit = lambda tx: tx.run("SELECT no_such_column FROM audit")  # type: ignore[method-assign]
+        got = race((failing, failing), lambda s, i: _raises(
+            lambda: s.append_audit(time.time(), "t", "test.fail", {"i": i})))
+        assert got == ["StoreError"] * len(got)
+    finally:
+        failing.close()
+    assert len(list(two[1].audit_entries())) == len(entries)
+
+
+def _raises(fn: Callable[[], Any]) -> str:
+    try:
+        fn()
+    except Exception as exc:
+        return type(exc).__name__
+    return "ok"
