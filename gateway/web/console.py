@@ -87,5 +87,5 @@ class Console:
         self.auth = Authenticator(self.store, self.cfg.auth, self.auditor)
         self.queries = Queries(self.store)
 
-    def render(self, name: str, **values: Any) -> str:
-        return self.templates.get_template(name).render(**values)
+    def render(self, template: str, /, **values: Any) -> str:
+        return self.templates.get_template(template).render(**values)

@@ -119,17 +119,17 @@ def console_of(conn: HTTPConnection) -> Console:
     return c
 
 
-def html(c: Console, login: WebLogin | None, template: str, status: int = 200,
+def html(c: Console, login: WebLogin | None, template: str, /, http_status: int = 200,
          **values: Any) -> HTMLResponse:
     flash: list[str] = []
     if login is not None:
         flash, login.flash = login.flash, []
     return HTMLResponse(c.render(template, login=login, flash=flash, **values),
-                        status_code=status)
+                        status_code=http_status)
 
 
 def error_page(c: Console, login: WebLogin | None, status: int, message: str) -> HTMLResponse:
-    return html(c, login, "error.html", status=status, status_code=status, message=message)
+    return html(c, login, "error.html", http_status=status, status_code=status, message=message)
 
 
 def local_path(target: str | None, default: str = "/") -> str:

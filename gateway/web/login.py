@@ -30,7 +30,7 @@ def _cookie(response: Response, name: str, value: str, max_age: int) -> None:
 
 def _form(c: Console, request: Request, cookie: str, status: int = 200,
           message: str = "", user: str = "") -> Response:
-    response = html(c, None, "login.html", status=status, message=message, user=user,
+    response = html(c, None, "login.html", http_status=status, message=message, user=user,
                     token=c.logins.login_token(cookie),
                     next=local_path(request.query_params.get("next")))
     _cookie(response, LOGIN_COOKIE, cookie, 3600)

@@ -75,6 +75,10 @@ class ConsoleWorld:
         web_port = free_port()
         world = World.create(base, sshd, extra=(
             "attestation:\n  allow_soft: true\n"
+            # the tests type whole lines at once: the injection rules raise alerts, not locks
+            "anomaly:\n  rules:\n"
+            "    - {id: keystroke-injection, metric: keys_per_second, above: 40, action: alert}\n"
+            "    - {id: paste-burst, metric: burst_keys, above: 30, action: alert}\n"
             f"web:\n  address: 127.0.0.1\n  port: {web_port}\n  audit_verify_interval: 2s\n"))
         make_self_signed(world.dir / "web_cert.pem", world.dir / "web_key.pem", "127.0.0.1")
         admin = world.add_user("admin1")
@@ -171,7 +175,7 @@ class Terminal:
 def open_terminal(cw: ConsoleWorld, name: str, account: Account | None = None) -> Terminal:
     """Enroll a soft terminal, log in as the auditor (or ``account``), attest, open a PTY."""
     agent = cw.world.enroll_soft(name)
-    acc = account or cw.auditor
+    acc = account or cw.world.add_user()
     link = cw.world.link()
     link.login(acc.name, acc.password, acc.code())
     link.attest(agent)
@@ -223,13 +227,17 @@ class Watched:
         self.requests: list[str] = []
         self.context.on("request", lambda r: self.requests.append(r.url))
         self.page = self.context.new_page()
+        self.csp_messages: list[str] = []     # what Chromium logs when the CSP blocks something
+        self.page.on("console", lambda m: self.csp_messages.append(m.text)
+                     if "Content Security Policy" in m.text else None)
 
     def goto(self, path: str) -> Any:
         return self.page.goto(self.base + path)
 
     def violations(self) -> list[str]:
+        """CSP violations: logged by Chromium during the test, or seen by the page now."""
         found: list[str] = self.page.evaluate("window.__cspViolations || []")
-        return found
+        return [*self.csp_messages, *found]
 
     def foreign_requests(self) -> list[str]:
         return [u for u in self.requests

@@ -62,7 +62,7 @@
         i++;
       }
       timer = null;
-      say("played to the end", "done");
+      term.write("", function () { say("played to the end", "done"); });  // once parsed
     }
     step();
   }
