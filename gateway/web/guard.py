@@ -3,8 +3,8 @@ decides who may do what.
 
 Headers on every HTTP answer: a strict Content-Security-Policy (scripts, styles,
 fonts and connections from this origin only, no inline script or style, no frames,
-forms post only here), HSTS, nosniff, referrers only to this origin, no framing, a same-origin opener
-and resource policy, ``Cache-Control: no-store`` for pages, and ``Server-Timing:
+forms post only here), HSTS, nosniff, referrers only to this origin, no framing, a
+same-origin opener and resource policy, ``Cache-Control: no-store`` for pages, and ``Server-Timing:
 app;dur=<ms>`` (the time the server spent on the request; the benchmark reads it).
 
 The guard (``page``): no valid log-in cookie -> 303 to /login; a role without the

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.gateway.conftest import pg_server, pg_url, store, store_url  # noqa: F401 (both stores)
 from tests.gateway.gwharness import Sshd
 from tests.web.webharness import ConsoleWorld, Watched, chromium
 

@@ -194,7 +194,8 @@ def test_observer_sees_sessions_but_may_not_lock_or_manage_users(
         for path in ("/users", "/tokens", "/images"):
             r = observer.goto(path)
             assert r.status == 403, path
-            assert "your role may not do this" in observer.page.locator("#error-message").inner_text()
+            message = observer.page.locator("#error-message").inner_text()
+            assert "your role may not do this" in message
         # a lock posted with the observer's own valid CSRF token: 403, and nothing locked
         observer.goto("/")
         token = observer.page.locator("form.who input[name=csrf]").get_attribute("value")
