@@ -54,7 +54,9 @@ class WebConsole:
     def _socket(self) -> socket.socket:
         assert self.cfg.web is not None
         family = socket.AF_INET6 if ":" in self.cfg.web.address else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        # proto IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted sockets only then (with
+        # proto 0, Nagle holds a small response's last segment for the client's delayed ACK)
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.cfg.web.address, self.cfg.web.port))
         sock.listen(256)
