@@ -114,7 +114,7 @@ class Queries:
         cond = " AND ".join(where)
         total = self._count(f"SELECT COUNT(*) FROM devices WHERE {cond}", *params)
         rows = self._all(f"SELECT {_DEVICE_COLS} FROM devices WHERE {cond} "
-                         "ORDER BY enrolled_at DESC, device_id LIMIT ? OFFSET ?",
+                         "ORDER BY enrolled_at DESC, device_id DESC LIMIT ? OFFSET ?",
                          *params, limit, offset)
         return Page([DeviceRow(*r) for r in rows], total, offset, limit)
 

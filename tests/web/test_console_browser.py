@@ -313,7 +313,7 @@ def test_every_page_has_the_csp_and_loads_nothing_from_outside(
             assert headers["x-frame-options"] == "DENY"
             assert headers["strict-transport-security"].startswith("max-age=")
             admin.page.wait_for_load_state("networkidle")
-            if name in ("device", "alerts", "locks", "tokens", "images"):
+            if name in ("devices", "device", "alerts", "locks", "tokens", "images"):
                 admin.shot(name)
         # an alert acknowledged with a comment
         admin.goto("/alerts?open=1")

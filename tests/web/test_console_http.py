@@ -5,16 +5,28 @@ the chain is edited behind the gateway's back."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import re
 import sqlite3
 import ssl
 import time
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 import pytest
 import websockets
 
 from tests.web.webharness import ConsoleWorld, form_post, open_terminal, session_of
+
+T = TypeVar("T")
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run in a thread of its own (Playwright's sync API keeps a loop running in
+    this one when the browser tests ran first)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 def login_cookie_and_token(cw: ConsoleWorld) -> tuple[str, str]:
@@ -125,7 +137,7 @@ def test_the_live_view_socket_refuses_other_origins_and_strangers(
                         {"origin": cw.base}, {"cookie": "__Host-auditbox-session=nope",
                                               "origin": cw.base}):
             with pytest.raises(websockets.InvalidStatus) as info:
-                asyncio.run(attempt(headers))
+                run(attempt(headers))
             assert info.value.response.status_code == 403
         # the observer, same origin: the session's output so far, then live chunks
         term.type("echo socket-$((3*3))\n")
@@ -145,7 +157,7 @@ def test_the_live_view_socket_refuses_other_origins_and_strangers(
                 assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
                 return data
 
-        assert b"socket-9" in asyncio.run(watch())
+        assert b"socket-9" in run(watch())
         assert cw.world.wait_event("web.watch", "web:observer1").data["session"] == sid
     finally:
         term.close()
