@@ -23,6 +23,7 @@ from builder.profile.validators import HOST_OR_IP, IP_ADDRESS
 from ..audit import Auditor
 from ..config import load_config, render_commented
 from ..store import is_postgres
+from ..web.tls import make_self_signed
 from .common import actor, open_env_store
 
 FILES = ("gateway.yaml", "host_key", "host_key.pub", "store.db", "recordings", "web_cert.pem",
@@ -104,7 +105,7 @@ def init_cmd(directory: Path, listen: str, port: int, gateway_host: str | None,
             f.write(private)
         (stage / "host_key.pub").write_text(public + "\n")
         (stage / "recordings").mkdir(mode=0o700)
-        from ..web.tls import make_self_signed    # the console's HTTPS pair (web: section)
+        # the web console's HTTPS pair (served when gateway.yaml has a web: section)
         web_fingerprint = make_self_signed(stage / "web_cert.pem", stage / "web_key.pem", host)
         overrides: dict[str, object] = {"listen.address": listen, "listen.port": port}
         if database is not None:
