@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import time
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -208,8 +209,8 @@ def alert_ack(c: Console, request: Request, login: WebLogin, form: Form) -> Resp
         login.flash.append(f"alert {alert_id} acknowledged")
     else:
         login.flash.append(f"alert {alert_id} was already acknowledged")
-    return see_other(f"/alerts?rule={form.get('rule', '')[:64]}" if form.get("rule")
-                     else "/alerts")
+    rule = form.get("rule", "")[:64]
+    return see_other(f"/alerts?{urlencode({'rule': rule})}" if rule else "/alerts")
 
 
 def token_create(c: Console, request: Request, login: WebLogin, form: Form) -> Response:

@@ -190,3 +190,69 @@ def test_an_edited_audit_entry_is_named_on_the_audit_page(console_world: Console
     while "BROKEN" in cw.get("/audit", cookie).body:
         assert time.monotonic() < deadline, "the background check did not see the repair"
         time.sleep(0.5)
+
+
+def test_admin_actions_take_effect_and_are_audited_with_the_acting_user(
+        console_world: ConsoleWorld) -> None:
+    from gateway.store.base import Device, Image
+
+    cw = console_world
+    now = time.time()
+    with cw.store() as s:
+        s.add_device(Device("dev-actions", "soft", "img-test", {"status": "active"}, now))
+        s.add_image(Image("img-extra", b"{}", b"", now, "test"))
+    target = cw.world.add_user("target1")
+    status, cookie, _ = web_login(cw, cw.admin.name, cw.admin.password, cw.admin.code())
+    assert status == 303
+    csrf = re.search(r'name="csrf" value="([^"]+)"', cw.get("/", cookie).body)
+    assert csrf is not None
+
+    def post(path: str, **fields: str) -> int:
+        r = form_post(cw, path, {"csrf": csrf.group(1), **fields}, cookie)
+        return r.status
+
+    def active(kind: str, name: str) -> list[int | None]:
+        with cw.store() as s:
+            return [lk.id for lk in s.active_locks(time.time())
+                    if lk.target_kind == kind and lk.target == name]
+
+    assert post("/devices/dev-actions/lock", reason="stolen laptop", ttl="2h") == 303
+    (lock_id,) = active("device", "dev-actions")
+    with cw.store() as s:
+        lock = next(lk for lk in s.list_locks() if lk.id == lock_id)
+    assert lock.expires_at is not None and 7190 < lock.expires_at - lock.created_at <= 7200
+    assert post("/devices/dev-actions/unlock") == 303 and active("device", "dev-actions") == []
+    assert post("/devices/dev-actions/revoke") == 303
+    with cw.store() as s:
+        d = s.get_device("dev-actions")
+        assert d is not None and d.status == "revoked" and d.record["status"] == "revoked"
+    assert post("/users/target1/lock", reason="on leave") == 303
+    (user_lock,) = active("user", "target1")
+    assert post(f"/locks/{user_lock}/remove") == 303 and active("user", "target1") == []
+    assert post("/users/target1/lock") == 303 and post("/users/target1/unlock") == 303
+    assert active("user", "target1") == []
+    with cw.store() as s:
+        old_secret = s.get_user("target1").totp_secret      # type: ignore[union-attr]
+    assert post("/users/target1/reset-code") == 200
+    with cw.store() as s:
+        assert s.get_user("target1").totp_secret != old_secret  # type: ignore[union-attr]
+    assert target.secret == old_secret
+    assert post("/tokens", mode="tpm2", ttl="30m") == 200
+    assert post("/images/img-extra/revoke") == 303
+    with cw.store() as s:
+        assert s.get_image("img-extra").revoked_at is not None   # type: ignore[union-attr]
+    # refused input changes nothing
+    assert post("/devices/dev-actions/lock", reason="x" * 501) == 400
+    assert post("/devices/dev-actions/lock", ttl="forever") == 400
+    assert post("/devices/no-such-device/lock") == 404
+    assert post("/users", name="Bad Name", password="a-long-enough-password") == 400
+    assert post("/users", name="shortpw", password="short") == 400
+    assert active("device", "dev-actions") == []
+    # every change, with the console user as actor
+    by_admin = [(e.event, e.data) for e in cw.world.audit_events() if e.actor == "web:admin1"]
+    events = [e for e, _ in by_admin]
+    for event in ("lock.add", "lock.remove", "device.revoke", "user.reset-otp", "token.create",
+                  "image.revoke"):
+        assert event in events, event
+    assert ("device.revoke", {"device_id": "dev-actions"}) in by_admin
+    assert ("image.revoke", {"image_id": "img-extra"}) in by_admin
