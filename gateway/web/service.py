@@ -28,7 +28,7 @@ from .tls import server_context
 log = logging.getLogger("auditbox.gateway.web")
 
 
-class _Server(uvicorn.Server):  # type: ignore[misc]
+class _Server(uvicorn.Server):  # type: ignore[misc,unused-ignore]
     """uvicorn without its own signal handling: the gateway owns SIGTERM/SIGINT."""
 
     @contextlib.contextmanager
