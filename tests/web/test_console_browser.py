@@ -17,6 +17,7 @@ from tests.web.webharness import (
     ConsoleWorld,
     Watched,
     open_terminal,
+    record_timing,
     session_of,
 )
 
@@ -108,6 +109,7 @@ def test_live_session_overview_live_view_and_lock(admin: Watched,
             "() => window.auditboxTerminalText().includes('echo web-live-$((6*7))') && "
             "window.auditboxTerminalText().includes('web-live-42')", timeout=5000, polling=20)
         latency = time.monotonic() - t0
+        record_timing("live_view_typed_to_shown_s", latency)
         assert latency < WITHIN, f"live view took {latency:.3f} s"
         admin.shot("session-live")
         # Lock ends the session in under a second, with the reason on the terminal
@@ -132,6 +134,7 @@ def test_live_session_overview_live_view_and_lock(admin: Watched,
         assert row_end.end_reason == f"lock:{lock.id}"
         assert lock.created_by == "web:admin1" and lock.target_kind == "device"
         ended_after = row_end.ended_at - lock.created_at
+        record_timing("lock_to_session_end_s", ended_after)
         assert 0 <= ended_after < WITHIN, f"session ended {ended_after:.3f} s after the lock"
         # the lock is in the audit page, with the acting user
         admin.goto("/audit?event=lock")
