@@ -173,18 +173,25 @@ def same_origin(conn: HTTPConnection) -> bool:
     return origin is None or origin == f"https://{conn.headers.get('host', '')}"
 
 
+async def read_form(request: Request) -> dict[str, str] | None:
+    """A POST's url-encoded fields (None: not url-encoded); {} for other methods."""
+    if request.method != "POST":
+        return {}
+    if request.headers.get("content-type", "").split(";")[0].strip() != \
+            "application/x-www-form-urlencoded":
+        return None
+    data = await request.form(max_files=0, max_fields=MAX_FIELDS)
+    return {k: v for k, v in data.items() if isinstance(v, str)}
+
+
 def page(permission: str) -> Callable[[Handler], Callable[[Request], Any]]:
     """Wrap a blocking handler ``fn(console, request, login, form)`` in the guard."""
     def wrap(fn: Handler) -> Callable[[Request], Any]:
         async def endpoint(request: Request) -> Response:
             c = console_of(request)
-            form: dict[str, str] = {}
-            if request.method == "POST":
-                ctype = request.headers.get("content-type", "").split(";")[0].strip()
-                if ctype != "application/x-www-form-urlencoded":
-                    return error_page(c, None, 415, "forms must be url-encoded")
-                data = await request.form(max_files=0, max_fields=MAX_FIELDS)
-                form = {k: v for k, v in data.items() if isinstance(v, str)}
+            form = await read_form(request)
+            if form is None:
+                return error_page(c, None, 415, "forms must be url-encoded")
             return await run_in_threadpool(_guarded, fn, permission, c, request, form)
         endpoint.__name__ = fn.__name__
         return endpoint

@@ -11,13 +11,13 @@ from starlette.responses import RedirectResponse, Response
 from ..auth import LoginOk
 from .console import Console
 from .guard import (
-    MAX_FIELDS,
     console_of,
     current_login,
     error_page,
     html,
     local_path,
     page,
+    read_form,
     same_origin,
 )
 from .logins import COOKIE, LOGIN_COOKIE, ROLES, VIEW, WebLogin
@@ -50,11 +50,9 @@ async def login_form(request: Request) -> Response:
 
 async def login_submit(request: Request) -> Response:
     c = console_of(request)
-    ctype = request.headers.get("content-type", "").split(";")[0].strip()
-    if ctype != "application/x-www-form-urlencoded":
+    form = await read_form(request)
+    if form is None:
         return error_page(c, None, 415, "forms must be url-encoded")
-    data = await request.form(max_files=0, max_fields=MAX_FIELDS)
-    form = {k: v for k, v in data.items() if isinstance(v, str)}
     return await run_in_threadpool(_login, c, request, form)
 
 
