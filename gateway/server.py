@@ -616,7 +616,14 @@ async def serve_forever(cfg: Config, ready: Callable[[int], None] | None = None)
     store = await asyncio.to_thread(open_store, cfg.database)
     journal = JournalSink() if cfg.audit.journal else None
     auditor = Auditor(store, replica_name(cfg), journal)
+    web = None
+    if cfg.web is not None:                   # the console (gateway/web/), same process
+        from .web.service import WebConsole
+        web = WebConsole(cfg, store, auditor, Registry())
     server, svc, watcher = await start(cfg, store, auditor)
+    if web is not None:
+        web.console.registry = svc.registry
+        await web.start()
     port = server.sockets[0].getsockname()[1]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -631,6 +638,8 @@ async def serve_forever(cfg: Config, ready: Callable[[int], None] | None = None)
         ready(port)
     await stop.wait()
     server.close()
+    if web is not None:
+        await web.stop()
     for c in list(svc.connections):
         await c.end("auditbox: the gateway is shutting down", "gateway-stop")
     await asyncio.sleep(0.5)
