@@ -24,6 +24,8 @@ from attest_helpers import (
     FakeTpm,
     build_log,
     encode_log,
+    make_ek_ca,
+    make_ek_cert,
     make_reference,
     new_verifier,
     replay,
@@ -495,39 +497,6 @@ def test_uefi_variable_names_and_guids(world: Any) -> None:
 # ones swtpm_setup issues into a real TPM's NV) ------------------------------------------
 
 
-def _ek_ca(ca_flag: bool = True) -> tuple[Any, Any]:
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test EK CA")])
-    now = datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(1).not_valid_before(now)
-            .not_valid_after(now + datetime.timedelta(days=3650))
-            .add_extension(x509.BasicConstraints(ca=ca_flag, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    return key, cert
-
-
-def _ek_cert(ca: tuple[Any, Any], public_key: Any) -> bytes:
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-
-    now = datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(x509.Name([])).issuer_name(ca[1].subject)
-            .public_key(public_key).serial_number(2).not_valid_before(now)
-            .not_valid_after(now + datetime.timedelta(days=3650)).sign(ca[0], hashes.SHA256()))
-    der: bytes = cert.public_bytes(serialization.Encoding.DER)
-    return der
-
-
 @pytest.mark.parametrize("case", ["other-key", "other-ca", "not-a-ca", "garbage", "padded"])
 def test_ek_certificate_is_checked(case: str) -> None:
     from cryptography.hazmat.primitives.asymmetric import rsa
@@ -535,18 +504,18 @@ def test_ek_certificate_is_checked(case: str) -> None:
     from attestation.enroll import EnrollmentPolicy, begin_enrollment
     from attestation.errors import EnrollmentError
 
-    ca = _ek_ca()
+    ca = make_ek_ca()
     tpm = FakeTpm()
-    good = _ek_cert(ca, tpm.ek.public_key())
+    good = make_ek_cert(ca, tpm.ek.public_key())
     bundle = (ca[1],)
     if case == "other-key":
-        tpm.ek_cert, words = _ek_cert(ca, rsa.generate_private_key(65537, 2048).public_key()), \
+        tpm.ek_cert, words = make_ek_cert(ca, rsa.generate_private_key(65537, 2048).public_key()), \
             "for another key"
     elif case == "other-ca":
-        tpm.ek_cert, words = _ek_cert(_ek_ca(), tpm.ek.public_key()), "not signed by a CA"
+        tpm.ek_cert, words = make_ek_cert(make_ek_ca(), tpm.ek.public_key()), "not signed by a CA"
     elif case == "not-a-ca":
-        weak = _ek_ca(ca_flag=False)
-        tpm.ek_cert, bundle, words = _ek_cert(weak, tpm.ek.public_key()), (weak[1],), \
+        weak = make_ek_ca(ca_flag=False)
+        tpm.ek_cert, bundle, words = make_ek_cert(weak, tpm.ek.public_key()), (weak[1],), \
             "not signed by a CA"
     elif case == "garbage":
         tpm.ek_cert, words = good[:40] + b"\xff" * 40, "not DER X.509"
