@@ -35,6 +35,7 @@ lint: deps
 
 bench: deps
 	$(PYTHON) tests/bench/build_bench.py
+	$(PYTHON) tests/bench/size_bench.py
 	$(PYTHON) tests/bench/attest_bench.py
 	$(PYTHON) tests/bench/web_bench.py
 	$(PYTHON) tests/bench/lynis_bench.py

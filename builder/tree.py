@@ -11,6 +11,7 @@ from builder.errors import BuildError
 from builder.modules import ModuleSelection
 from builder.plan import BuildPlan, PlannedFile
 from builder.progress import BuildLog
+from builder.unitlinks import remove_unit_links
 
 DOC_DIRS = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/lintian",
             "usr/share/linda")
@@ -72,6 +73,7 @@ def apply_units(log: BuildLog, root: Path, plan: BuildPlan) -> None:
         log.run(["systemctl", f"--root={root}", "enable", *plan.units_enable],
                 what="systemctl enable")
     if plan.units_mask:
+        remove_unit_links(root, plan.units_mask)    # mask alone leaves them dangling
         log.run(["systemctl", f"--root={root}", "mask", *plan.units_mask],
                 what="systemctl mask")
 

@@ -35,6 +35,14 @@ SAMPLE_MODULES = (
     "sound/virtio/virtio_snd.ko.xz",
     "drivers/usb/host/xhci-hcd.ko.xz", "drivers/gpu/drm/virtio/virtio-gpu.ko.xz",
 )
+# what builder.initrd.record_listing writes for a terminal initrd ("mode size path")
+SAMPLE_INITRD = "".join(f"{line}\n" for line in (
+    "100755 1000 init", "100755 2000 usr/lib/systemd/systemd-veritysetup",
+    "100755 2000 usr/lib/systemd/systemd-pcrextend",
+    "100644 9000 usr/lib/x86_64-linux-gnu/libtss2-esys.so.0.0.1",
+    f"100644 5000 usr/lib/modules/{KVER}/kernel/drivers/md/dm-verity.ko.xz",
+    f"100644 5000 usr/lib/modules/{KVER}/kernel/drivers/nvme/host/nvme.ko.xz",
+))
 BASE_PACKAGES = ("base-files", "systemd", "util-linux", "python3-minimal", "usbguard",
                  "nftables", "kmod")
 
@@ -107,6 +115,7 @@ def materialize(plan: BuildPlan, root: Path, *, packages: Iterable[str] = BASE_P
     (db / "status").write_text(dpkg_status(installed))
     (root / "var/lib/dpkg").rmdir()
     os.symlink("/usr/lib/auditbox/dpkg", root / "var/lib/dpkg")
+    (root / "usr/lib/auditbox/initrd.list").write_text(SAMPLE_INITRD)
     users = list(users)
     (root / "etc/passwd").write_text(
         "root:x:0:0:root:/root:/bin/sh\n"
