@@ -70,7 +70,7 @@ def extract_partition(log: BuildLog, image: Path, part: dict[str, Any], dest: Pa
                     what=f"fsck.erofs --extract {image.name}")
         else:
             inside = Path("run") / f"auditbox-extract-{os.getpid()}-{dest.name}"
-            with bind(dest.parent.resolve(), tools / inside):
+            with bind(log, dest.parent.resolve(), tools / inside):
                 log.run(["chroot", tools, "fsck.erofs", f"--extract=/{inside}/{dest.name}",
                          "--force", "--preserve", f"/{inside}/{blob.name}"],
                         what=f"fsck.erofs --extract {image.name} (tools tree)")

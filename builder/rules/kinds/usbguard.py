@@ -117,7 +117,8 @@ def describe(ctx: RuleContext, params: Params) -> str:
             f"directory); {DAEMON}: ImplicitPolicyTarget="
             f"{params['implicit_policy_target']}, PresentDevicePolicy="
             f"{params['present_device_policy']}, InsertedDevicePolicy="
-            f"{params['inserted_device_policy']}\n{RULES}:\n{rules(ctx, params)}")
+            f"{params['inserted_device_policy']}; deletes every IPC access file ({IPC_DIR}/*): "
+            f"only root talks to the daemon\n{RULES}:\n{rules(ctx, params)}")
 
 
 KIND = Kind(
