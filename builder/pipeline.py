@@ -124,12 +124,15 @@ def _run(log: BuildLog, opts: BuildOptions, plan: BuildPlan, epoch: int | None, 
             "/usr/lib/systemd/system/multi-user.target")
     kver = tree.kernel_version(root)
     with log.step("trim (kernel modules, documentation, locales)"):
-        removed_modules = tree.remove_modules(root, kver, plan.modules_remove, plan.modules_keep)
+        removed_modules = tree.remove_modules(root, kver, plan.modules_remove, plan.modules_keep,
+                                              plan.modules_allow)
+        kept_modules = tree.kept_modules(root, kver)
         removed_docs = tree.trim_documentation(root) if profile.image.trim else []
         tree.run_depmod(log, root, kver)
         packages = tree.installed_packages(log, root)
         tree.check_absent(packages, plan)
-        log.say(f"    removed {len(removed_modules)} kernel modules, {len(removed_docs)} doc paths")
+        log.say(f"    removed {len(removed_modules)} kernel modules (kept {len(kept_modules)}), "
+                f"{len(removed_docs)} doc paths")
     with log.step("initrd (dracut, systemd + veritysetup, cached)"):
         hit = initrd.ensure_initrd(
             log, opts.cache, root, kver,
@@ -194,6 +197,7 @@ def _run(log: BuildLog, opts: BuildOptions, plan: BuildPlan, epoch: int | None, 
         "rules": plan.rule_ids,
         "packages": packages,
         "initrd": initrd_summary,
+        "kernel_modules": {"allowlist": plan.modules_allow, "kept": kept_modules},
         "removed": {"kernel_modules": removed_modules, "paths": removed_docs,
                     "setid": stripped, "rule_paths": pruned},
         "partitions": [{k: p.get(k) for k in ("type", "uuid", "offset", "raw_size")}

@@ -37,6 +37,7 @@ class BuildPlan:
     files: list[PlannedFile] = field(default_factory=list)
     modules_remove: list[str] = field(default_factory=list)    # module names / globs to delete
     modules_keep: list[str] = field(default_factory=list)      # exceptions
+    modules_allow: list[str] | None = None  # an allow-list: None keeps what no rule removes
     units_enable: list[str] = field(default_factory=list)
     units_mask: list[str] = field(default_factory=list)
     rule_ids: list[str] = field(default_factory=list)          # rules applied, in order

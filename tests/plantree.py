@@ -27,13 +27,19 @@ SAMPLE_MODULES = (
     "drivers/scsi/sr_mod.ko.xz", "drivers/parport/parport.ko.xz", "drivers/char/lp.ko.xz",
     "drivers/usb/class/usblp.ko.xz", "fs/udf/udf.ko.xz", "fs/smb/client/cifs.ko.xz",
     "fs/squashfs/squashfs.ko.xz", "net/dccp/dccp.ko.xz", "net/sctp/sctp.ko.xz",
-    "net/rds/rds.ko.xz", "net/tipc/tipc.ko.xz",
+    "net/rds/rds.ko.xz", "net/tipc/tipc.ko.xz", "drivers/mmc/host/sdhci-pci.ko.xz",
+    "drivers/media/pci/intel/ipu6/intel-ipu6.ko.xz", "drivers/net/wwan/t7xx/mtk_t7xx.ko.xz",
+    "net/nfc/nfc.ko.xz", "drivers/usb/gadget/libcomposite.ko.xz",
+    "drivers/usb/usbip/vhci-hcd.ko.xz", "drivers/input/misc/pcspkr.ko.xz",
+    "drivers/pcmcia/yenta_socket.ko.xz", "drivers/misc/eeprom/at24.ko.xz",
     # must survive
     "drivers/virtio/virtio.ko.xz", "drivers/block/virtio_blk.ko.xz", "fs/erofs/erofs.ko.xz",
     "drivers/md/dm-verity.ko.xz", "net/netfilter/nf_tables.ko.xz",
     "drivers/char/tpm/tpm_tis.ko.xz", "drivers/hid/usbhid/usbhid.ko.xz",
     "sound/virtio/virtio_snd.ko.xz",
     "drivers/usb/host/xhci-hcd.ko.xz", "drivers/gpu/drm/virtio/virtio-gpu.ko.xz",
+    "drivers/gpu/drm/i915/i915.ko.xz", "drivers/net/ethernet/intel/e1000e/e1000e.ko.xz",
+    "drivers/nvme/host/nvme.ko.xz", "drivers/input/serio/i8042.ko.xz",
 )
 # what builder.initrd.record_listing writes for a terminal initrd ("mode size path")
 SAMPLE_INITRD = "".join(f"{line}\n" for line in (
@@ -101,7 +107,7 @@ def materialize(plan: BuildPlan, root: Path, *, packages: Iterable[str] = BASE_P
         target = root / "etc/systemd/system" / unit
         if not target.is_symlink():
             os.symlink("/dev/null", target)
-    remove_modules(root, KVER, plan.modules_remove, plan.modules_keep)
+    remove_modules(root, KVER, plan.modules_remove, plan.modules_keep, plan.modules_allow)
     installed = set(packages) | set(plan.packages)
     for package, (name, line) in PAM_AUTH_UPDATE.items():
         if package in installed:
