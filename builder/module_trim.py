@@ -17,6 +17,20 @@ from builder.errors import BuildError
 from builder.modules import matches
 
 
+# top-level directories under kernel/: a pattern without "/" is a module name, so "crypto"
+# would name a module called crypto, not the directory (write crypto/*)
+KERNEL_DIRS = ("arch", "block", "crypto", "drivers", "fs", "kernel", "lib", "mm", "net",
+               "samples", "security", "sound", "virt")
+
+
+def check_patterns(patterns: Iterable[str]) -> None:
+    """ValueError for a pattern that reads as a directory but would match a module name."""
+    bad = [p for p in patterns if p in KERNEL_DIRS]
+    if bad:
+        raise ValueError(f"{', '.join(bad)}: a pattern without / is a module name; "
+                         f"for the directory write {bad[0]}/*")
+
+
 @dataclass(frozen=True)
 class Trim:
     kept: list[str]                     # paths relative to kernel/

@@ -72,3 +72,15 @@ def test_pipeline_applies_the_allowlist(tmp_path: Path) -> None:
     assert "fs/udf/udf.ko.xz" in removed and "drivers/media/i2c/ov5693.ko.xz" in removed
     assert kept_modules(tmp_path, kver) == plan_trim(FILES, parse_modules_dep(DEP), ["udf"],
                                                      ["drm"], ["i915"]).kept
+
+
+def test_a_directory_written_as_a_name_is_refused() -> None:
+    from builder.errors import InputError
+    from builder.plan import BuildPlan
+    from builder.profile.model import Profile
+    from builder.rules import apply_rules
+
+    p = Profile(name="t", source=Path("/p/t.yaml"), rules=["modules-allowlist"],
+                rule_vars={"modules-allowlist": {"extra": ["crypto"]}})
+    with pytest.raises(InputError, match="for the directory write crypto/"):
+        apply_rules(p, BuildPlan(profile=p))

@@ -12,6 +12,7 @@ import shlex
 from pathlib import PurePosixPath
 from typing import Any
 
+from builder.module_trim import check_patterns
 from builder.modules import ModuleSelection, normalize
 from builder.plan import BuildPlan
 from builder.rules.check import Check, module_files, tree_of, vm_run
@@ -47,6 +48,7 @@ def validate(params: Params) -> None:
         if not isinstance(patterns, list) or not patterns:
             raise ValueError(f"family {family}: needs a list of module patterns")
         names += [str(p) for p in patterns if is_name(str(p))]
+        check_patterns(map(str, patterns))
     bad = [m for m in names if protected(m)]
     if bad:
         raise ValueError(f"would remove modules the image needs to boot: {', '.join(bad)}")

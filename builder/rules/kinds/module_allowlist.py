@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from builder.module_trim import closure, parse_modules_dep
+from builder.module_trim import check_patterns, closure, parse_modules_dep
 from builder.modules import matches
 from builder.plan import BuildPlan
 from builder.rules.check import Check, kernel_release_dirs, module_files, tree_of, vm_run
@@ -18,6 +18,8 @@ def validate(params: Params) -> None:
     for name, patterns in params["groups"].items():
         if not isinstance(patterns, list) or not patterns:
             raise ValueError(f"group {name}: needs a list of module patterns")
+        check_patterns(map(str, patterns))
+    check_patterns(map(str, params["extra"]))
     unknown = sorted(set(map(str, params["without"])) - set(params["groups"]))
     if unknown:
         raise ValueError(f"without: unknown groups {unknown} "
