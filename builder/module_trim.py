@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from builder.errors import BuildError
 from builder.modules import matches
 
-
 # top-level directories under kernel/: a pattern without "/" is a module name, so "crypto"
 # would name a module called crypto, not the directory (write crypto/*)
 KERNEL_DIRS = ("arch", "block", "crypto", "drivers", "fs", "kernel", "lib", "mm", "net",

@@ -586,6 +586,7 @@ def test_static_checks_catch_a_broken_tree(tmp_path: Path, label: str,
     assert len(failures) <= 2, sorted(failures)
 
 
+ALLOWLIST = "modules-allowlist:module_allowlist:allowlist:static"
 # one driver of each family put back, under a name no rule lists (a kernel that adds or
 # renames a driver): the family's check fails by directory or by name glob
 FAMILY_DRIVERS = [
@@ -620,9 +621,9 @@ def test_family_checks_catch_a_driver_put_back(tmp_path: Path, rule: str, family
     failures = run_static(checks(p), tmp_path)
     assert f"{rule}:family-{family}:static" in failures, sorted(failures)
     assert driver in failures[f"{rule}:family-{family}:static"]
-    assert "modules-allowlist:module_allowlist:allowlist:static" in failures         # and outside the list
+    assert ALLOWLIST in failures                                    # and outside the list
     assert set(failures) <= {f"{rule}:family-{family}:static", f"{rule}:modules-absent:static",
-                             "modules-allowlist:module_allowlist:allowlist:static"}, sorted(failures)
+                             ALLOWLIST}, sorted(failures)
 
 
 def test_allowlist_catches_a_driver_no_rule_names(tmp_path: Path) -> None:
@@ -632,7 +633,7 @@ def test_allowlist_catches_a_driver_no_rule_names(tmp_path: Path) -> None:
     assert not (kernel / "drivers/misc/eeprom/at24.ko.xz").exists()     # deleted by the list
     (kernel / "drivers/misc/newport").mkdir(parents=True)
     (kernel / "drivers/misc/newport/newport.ko.xz").write_bytes(b"")
-    assert set(run_static(checks(p), tmp_path)) == {"modules-allowlist:module_allowlist:allowlist:static"}
+    assert set(run_static(checks(p), tmp_path)) == {ALLOWLIST}
 
 
 class FakeResult:
