@@ -29,6 +29,14 @@ BASELINE = "b8111f5"          # main before issue 12's hardening
 BASELINE_PROFILE = "profiles/audit-laptop.yaml"
 PROFILE = REPO / "profiles" / "audit-laptop-example.yaml"
 MIB = 1 << 20
+BASELINE_MAIN = """
+import sys
+sys.path.insert(0, sys.argv.pop(1))
+import builder
+assert builder.__file__.startswith(sys.path[0]), builder.__file__
+from builder.cli import main
+sys.exit(main())
+"""
 
 
 def pe_sections(data: bytes) -> dict[str, bytes]:
@@ -76,10 +84,10 @@ def main() -> int:
         (work / "baseline.tar").write_bytes(archive)
         with tarfile.open(work / "baseline.tar") as tar:
             tar.extractall(base, filter="tar")
-        # the baseline's own code builds the baseline's profile
-        build([sys.executable, "-c", "import sys; from builder.cli import main; "
-               "sys.exit(main())", "build", str(base / BASELINE_PROFILE), "-o",
-               str(work / "before"), "-q"], {**env, "PYTHONPATH": str(base)},
+        # the baseline's own code builds the baseline's profile: its checkout goes first on
+        # the path (python -c puts the working directory, maybe this checkout, first)
+        build([sys.executable, "-c", BASELINE_MAIN, str(base), "build",
+               str(base / BASELINE_PROFILE), "-o", str(work / "before"), "-q"], env,
               f"{BASELINE} {BASELINE_PROFILE}")
         build(["auditbox", "build", str(PROFILE), "-o", str(work / "after"), "-q"], env,
               PROFILE.relative_to(REPO).as_posix())
