@@ -35,7 +35,9 @@ lint: deps
 
 bench: deps
 	$(PYTHON) tests/bench/build_bench.py
+	$(PYTHON) tests/bench/size_bench.py
 	$(PYTHON) tests/bench/attest_bench.py
+	$(PYTHON) tests/bench/web_bench.py
 	$(PYTHON) tests/bench/lynis_bench.py
 	$(PYTHON) tests/bench/ssh_lib_bench.py
 	$(PYTHON) tests/bench/gateway_bench.py

@@ -202,7 +202,7 @@ class LogCache:
     and the quoted PCR set. Thread safe. Only logs of quotes whose signature verified reach
     it, so junk cannot fill it."""
 
-    def __init__(self, size: int = 1024) -> None:
+    def __init__(self, size: int = 4096) -> None:
         self.size = size
         self._entries: OrderedDict[tuple[bytes, str, tuple[int, ...]],
                                    LogFacts | str] = OrderedDict()

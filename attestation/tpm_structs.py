@@ -163,17 +163,29 @@ def parse_pcr_selection_list(r: Reader) -> tuple[PcrSelection, ...]:
     out: list[PcrSelection] = []
     seen: set[int] = set()
     for _ in range(count):
-        alg = r.u16()
-        size = r.u8()
+        alg, size = _SELECTION_HEAD.unpack(r.take(3))
         if size < 1 or size > MAX_SIZEOF_SELECT:
             raise EvidenceError(f"{r.what}: bad sizeofSelect {size}")
         bitmap = r.take(size)
         if alg in seen:
             raise EvidenceError(f"{r.what}: PCR bank 0x{alg:04x} selected twice")
         seen.add(alg)
-        pcrs = tuple(i for i in range(size * 8) if bitmap[i // 8] >> (i % 8) & 1)
-        out.append(PcrSelection(alg, pcrs, size))
+        out.append(PcrSelection(alg, _selected(bitmap), size))
     return tuple(out)
+
+
+_SELECTION_HEAD = struct.Struct(">HB")
+_SELECTED: dict[bytes, tuple[int, ...]] = {}
+
+
+def _selected(bitmap: bytes) -> tuple[int, ...]:
+    """PCR indices set in a selection bitmap (memoised: quotes select the same sets)."""
+    hit = _SELECTED.get(bitmap)
+    if hit is None:
+        hit = tuple(i for i in range(len(bitmap) * 8) if bitmap[i // 8] >> (i % 8) & 1)
+        if len(_SELECTED) < 4096:
+            _SELECTED[bitmap] = hit
+    return hit
 
 
 def parse_tpml_pcr_selection(data: bytes) -> tuple[PcrSelection, ...]:
@@ -213,6 +225,9 @@ class Attest:
     raw: bytes
 
 
+_CLOCK_AND_FIRMWARE = struct.Struct(">QIIBQ")   # TPMS_CLOCK_INFO, firmwareVersion
+
+
 def parse_attest(data: bytes) -> Attest:
     """Parse a TPMS_ATTEST; the quote body is parsed when type is TPM_ST_ATTEST_QUOTE."""
     if len(data) > MAX_ATTEST:
@@ -222,8 +237,8 @@ def parse_attest(data: bytes) -> Attest:
     typ = r.u16()
     signer = r.tpm2b(2 + 64, "qualifiedSigner")
     extra = r.tpm2b(64, "extraData")
-    clock = ClockInfo(r.u64(), r.u32(), r.u32(), r.u8())
-    fw = r.u64()
+    clk, reset, restart, safe, fw = _CLOCK_AND_FIRMWARE.unpack(r.take(25))
+    clock = ClockInfo(clk, reset, restart, safe)
     sels: tuple[PcrSelection, ...] = ()
     digest = b""
     if typ == TPM_ST_ATTEST_QUOTE:

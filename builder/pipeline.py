@@ -22,6 +22,7 @@ from builder.planner import make_plan
 from builder.prediction import reference as predicted_reference
 from builder.profile import load_profile, profile_to_dict
 from builder.progress import BuildLog
+from builder.prune import remove_paths
 from builder.sbom import sbom
 from builder.secureboot import (
     UNSIGNED_WARNING,
@@ -30,6 +31,7 @@ from builder.secureboot import (
     manifest_entry,
     resolve_signing,
 )
+from builder.setid import strip_setid
 from builder.tools import ensure_tools
 from builder.uki import build_uki
 
@@ -115,25 +117,31 @@ def _run(log: BuildLog, opts: BuildOptions, plan: BuildPlan, epoch: int | None, 
         chroot_run(log, root, ["dpkg", "-i", f"/tmp/{deb.name}"], what="dpkg -i terminal")
         (root / "tmp" / deb.name).unlink()
         tree.apply_units(log, root, plan)
+        stripped = [] if plan.setid_allow is None else strip_setid(root, plan.setid_allow)
+        pruned = remove_paths(root, plan.paths_remove)
         (root / "etc/systemd/system/default.target").unlink(missing_ok=True)
         (root / "etc/systemd/system/default.target").symlink_to(
             "/usr/lib/systemd/system/multi-user.target")
     kver = tree.kernel_version(root)
     with log.step("trim (kernel modules, documentation, locales)"):
-        removed_modules = tree.remove_modules(root, kver, plan.modules_remove, plan.modules_keep)
+        removed_modules = tree.remove_modules(root, kver, plan.modules_remove, plan.modules_keep,
+                                              plan.modules_allow)
+        kept_modules = tree.kept_modules(root, kver)
         removed_docs = tree.trim_documentation(root) if profile.image.trim else []
         tree.run_depmod(log, root, kver)
         packages = tree.installed_packages(log, root)
         tree.check_absent(packages, plan)
-        log.say(f"    removed {len(removed_modules)} kernel modules, {len(removed_docs)} doc paths")
+        log.say(f"    removed {len(removed_modules)} kernel modules (kept {len(kept_modules)}), "
+                f"{len(removed_docs)} doc paths")
     with log.step("initrd (dracut, systemd + veritysetup, cached)"):
-        modprobe = sorted((p.relative_to(root).as_posix(), sha256_file(p))
-                          for p in (root / "etc/modprobe.d").glob("*") if p.is_file())
         hit = initrd.ensure_initrd(
             log, opts.cache, root, kver,
-            {"bootstrap": spec.key(), "removed": removed_modules, "modprobe": modprobe},
+            {"bootstrap": spec.key(), "removed": removed_modules,
+             "config": initrd.config_digest(root)},
             work / "initrd.img")
-        log.say("    initrd cache " + ("hit" if hit else "miss"))
+        initrd_summary = initrd.record_listing(root, work / "initrd.img")
+        log.say("    initrd cache " + ("hit" if hit else "miss") + f": {initrd_summary['files']} "
+                f"files, {initrd_summary['modules']} kernel modules")
         shutil.copyfile(root / "boot" / f"vmlinuz-{kver}", work / "vmlinuz")
         shutil.copyfile(root / "usr/lib/os-release", work / "os-release")
         tree.relocate_package_db(root)
@@ -188,10 +196,14 @@ def _run(log: BuildLog, opts: BuildOptions, plan: BuildPlan, epoch: int | None, 
         "secure_boot": manifest_entry(profile, signing),
         "rules": plan.rule_ids,
         "packages": packages,
-        "removed": {"kernel_modules": removed_modules, "paths": removed_docs},
+        "initrd": initrd_summary,
+        "kernel_modules": {"allowlist": plan.modules_allow, "kept": kept_modules},
+        "removed": {"kernel_modules": removed_modules, "paths": removed_docs,
+                    "setid": stripped, "rule_paths": pruned},
         "partitions": [{k: p.get(k) for k in ("type", "uuid", "offset", "raw_size")}
                        for p in sorted(parts, key=lambda p: int(str(p["offset"])))],
         "image_size": (out / "image.raw").stat().st_size,
+        "uki_size": uki.path.stat().st_size,
         "source_date_epoch": epoch,
         "tools": versions,
         "build": {"time": int(time.time()), "steps": log.timings,

@@ -14,6 +14,9 @@ from pathlib import PurePosixPath
 from builder.overlay import render
 from builder.profile.model import Profile
 
+KIOSK_USER = "kiosk"                  # the account whose login shell is the kiosk
+CMDLINE_FILE = "/etc/kernel/cmdline"  # the UKI's command line (before roothash=) in the tree
+
 
 @dataclass
 class PlannedFile:
@@ -34,9 +37,12 @@ class BuildPlan:
     files: list[PlannedFile] = field(default_factory=list)
     modules_remove: list[str] = field(default_factory=list)    # module names / globs to delete
     modules_keep: list[str] = field(default_factory=list)      # exceptions
+    modules_allow: list[str] | None = None  # an allow-list: None keeps what no rule removes
     units_enable: list[str] = field(default_factory=list)
     units_mask: list[str] = field(default_factory=list)
     rule_ids: list[str] = field(default_factory=list)          # rules applied, in order
+    setid_allow: list[str] | None = None   # None: keep setuid/setgid bits; else strip all others
+    paths_remove: list[str] = field(default_factory=list)      # absolute paths/globs to delete
 
     def add_file(self, path: str, content: str | bytes, mode: int = 0o644,
                  source: str = "") -> None:

@@ -8,7 +8,7 @@ packages (test profiles only), then every selected rule, all add to one BuildPla
 from __future__ import annotations
 
 from builder import rules
-from builder.plan import BuildPlan
+from builder.plan import CMDLINE_FILE, KIOSK_USER, BuildPlan
 from builder.profile.model import Profile
 from builder.profile.required import check_required
 
@@ -19,7 +19,6 @@ PIPELINE_PACKAGES = (
     "dracut", "systemd-cryptsetup", "kmod", "login", "passwd", "iproute2",
     "python3", "python3-cryptography", "python3-paramiko", "tpm2-tools",
 )
-KIOSK_USER = "kiosk"
 # test images only: the lynis yardstick (tests/bench/lynis_bench.py) and procps, whose ps
 # it needs to see running daemons (without it Lynis reports none)
 TEST_ACCESS_PACKAGES = ("lynis", "procps")
@@ -64,6 +63,9 @@ def make_plan(profile: Profile) -> BuildPlan:
     # the profile's own tokens come after the rules': the kernel takes the last of repeated
     # parameters, so what the admin wrote wins (e.g. a test profile's loglevel)
     plan.cmdline = [*plan.cmdline, *(t for t in profile.kernel.cmdline if t not in plan.cmdline)]
+    # the command line the UKI gets (before roothash=), kept in the tree where the rules'
+    # static checks (and an admin on the terminal) read it; kernel-install's file name
+    plan.add_file(CMDLINE_FILE, " ".join(plan.cmdline) + "\n", source="pipeline")
     wanted = set(PIPELINE_PACKAGES) | set(profile.packages.include) | set(plan.packages)
     plan.packages = sorted(wanted - set(profile.packages.exclude))
     plan.packages_absent = sorted(set(plan.packages_absent) | set(profile.packages.exclude))

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from builder.cache import sha256_file
+from builder.chroot import bind
 from builder.pipeline import BuildOptions, build
 from builder.progress import BuildLog
 
@@ -46,8 +47,12 @@ def _region(manifest: dict[str, Any], offset: int) -> dict[str, Any] | None:
     return None
 
 
-def extract_partition(log: BuildLog, image: Path, part: dict[str, Any], dest: Path) -> None:
-    """Unpack the erofs partition `part` (a manifest partitions entry) of image into dest."""
+def extract_partition(log: BuildLog, image: Path, part: dict[str, Any], dest: Path,
+                      tools: Path | None = None) -> None:
+    """Unpack the erofs partition `part` (a manifest partitions entry) of image into dest.
+
+    With `tools` (a trixie tools tree), its fsck.erofs unpacks: Debian 12's (1.5) chowns
+    after chmod and so loses every setuid/setgid bit."""
     blob = dest.with_suffix(".erofs")
     with image.open("rb") as src, blob.open("wb") as dst:
         src.seek(int(part["offset"]))
@@ -60,8 +65,16 @@ def extract_partition(log: BuildLog, image: Path, part: dict[str, Any], dest: Pa
             left -= len(chunk)
     dest.mkdir(parents=True)
     try:
-        log.run(["fsck.erofs", f"--extract={dest}", "--force", "--preserve", blob],
-                what=f"fsck.erofs --extract {image.name}")
+        if tools is None:
+            log.run(["fsck.erofs", f"--extract={dest}", "--force", "--preserve", blob],
+                    what=f"fsck.erofs --extract {image.name}")
+        else:
+            inside = Path("run") / f"auditbox-extract-{os.getpid()}-{dest.name}"
+            with bind(log, dest.parent.resolve(), tools / inside):
+                log.run(["chroot", tools, "fsck.erofs", f"--extract=/{inside}/{dest.name}",
+                         "--force", "--preserve", f"/{inside}/{blob.name}"],
+                        what=f"fsck.erofs --extract {image.name} (tools tree)")
+            (tools / inside).rmdir()
     finally:
         blob.unlink()
 

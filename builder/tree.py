@@ -8,9 +8,11 @@ from pathlib import Path, PurePosixPath
 
 from builder.chroot import chroot_run
 from builder.errors import BuildError
-from builder.modules import ModuleSelection
+from builder.module_trim import parse_modules_dep, plan_trim
+from builder.modules import is_module_file
 from builder.plan import BuildPlan, PlannedFile
 from builder.progress import BuildLog
+from builder.unitlinks import remove_unit_links
 
 DOC_DIRS = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/lintian",
             "usr/share/linda")
@@ -72,21 +74,34 @@ def apply_units(log: BuildLog, root: Path, plan: BuildPlan) -> None:
         log.run(["systemctl", f"--root={root}", "enable", *plan.units_enable],
                 what="systemctl enable")
     if plan.units_mask:
+        remove_unit_links(root, plan.units_mask)    # mask alone leaves them dangling
         log.run(["systemctl", f"--root={root}", "mask", *plan.units_mask],
                 what="systemctl mask")
 
 
-def remove_modules(root: Path, kver: str, remove: list[str], keep: list[str]) -> list[str]:
-    """Delete the kernel modules `remove` names and `keep` does not (builder/modules.py);
+def remove_modules(root: Path, kver: str, remove: list[str], keep: list[str],
+                   allow: list[str] | None = None) -> list[str]:
+    """Delete the kernel modules `remove` names and `keep` does not, those outside the
+    allow-list (if any) and those whose dependencies go (builder/module_trim.py);
     return their paths relative to kernel/."""
     base = root / "usr/lib/modules" / kver / "kernel"
-    if not remove:
+    if not remove and allow is None:
         return []
-    files = [p.relative_to(base).as_posix() for p in sorted(base.rglob("*")) if p.is_file()]
-    removed = ModuleSelection(tuple(remove), tuple(keep)).select(files)
+    files = [p.relative_to(base).as_posix() for p in sorted(base.rglob("*"))
+             if p.is_file() and is_module_file(p.name)]
+    dep_file = base.parent / "modules.dep"
+    deps = parse_modules_dep(dep_file.read_text()) if dep_file.is_file() else {}
+    removed = plan_trim(files, deps, remove, keep, allow).removed
     for rel in removed:
         (base / rel).unlink()
     return removed
+
+
+def kept_modules(root: Path, kver: str) -> list[str]:
+    """Module files left in the tree, relative to kernel/."""
+    base = root / "usr/lib/modules" / kver / "kernel"
+    return sorted(p.relative_to(base).as_posix() for p in base.rglob("*")
+                  if p.is_file() and is_module_file(p.name))
 
 
 def run_depmod(log: BuildLog, root: Path, kver: str) -> None:

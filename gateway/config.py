@@ -329,6 +329,21 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("log.format", Kind.ENUM, "text",
             "The server's log lines on stderr: text, or json (one object per line, with "
             "every audit event too).", choices=("text", "json")),
+    # the web console (gateway/web/): on only when the file has a `web:` section
+    Setting("web.address", Kind.STR, "127.0.0.1", "Address the HTTPS console listens on.",
+            v.IP_ADDRESS),
+    Setting("web.port", Kind.INT, 8443, "Its TCP port.", minimum=1, maximum=65535),
+    Setting("web.certificate", Kind.PATH, "web_cert.pem",
+            "PEM certificate (chain) of the console; `gateway init` makes a self-signed one.",
+            PATH),
+    Setting("web.key", Kind.PATH, "web_key.pem", "Its PEM private key (mode 0600).", PATH),
+    Setting("web.session_ttl", Kind.DURATION, "8h",
+            "A console log-in lasts at most this long.", minimum=60, maximum=7 * 86400),
+    Setting("web.idle_timeout", Kind.DURATION, "30m",
+            "A console log-in unused for this long ends.", minimum=60, maximum=86400),
+    Setting("web.audit_verify_interval", Kind.DURATION, "10m",
+            "How often the console re-verifies the whole audit chain in the background.",
+            minimum=1, maximum=86400),
 )
 
 BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}
@@ -440,6 +455,17 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class WebConfig:
+    address: str
+    port: int
+    certificate: Path
+    key: Path
+    session_ttl: float
+    idle_timeout: float
+    audit_verify_interval: float
+
+
+@dataclass(frozen=True)
 class Config:
     listen: ListenConfig
     host_key: Path
@@ -456,6 +482,7 @@ class Config:
     audit: AuditConfig
     metrics: MetricsConfig
     log: LogConfig
+    web: WebConfig | None = None       # None: no `web:` section, no console
     path: Path | None = None           # the file it was loaded from (None: defaults)
     lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
@@ -685,7 +712,8 @@ def _build(cls: type[Any], prefix: str, values: dict[str, Any], base: Path) -> A
              "UpstreamConfig": UpstreamConfig, "UpstreamSsh": UpstreamSsh,
              "RecordingConfig": RecordingConfig, "BudgetConfig": BudgetConfig,
              "AnomalyConfig": AnomalyConfig, "AuditConfig": AuditConfig,
-             "MetricsConfig": MetricsConfig, "LogConfig": LogConfig}
+             "MetricsConfig": MetricsConfig, "LogConfig": LogConfig,
+             "WebConfig | None": WebConfig}
     kwargs: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         if f.name in ("path", "lines"):
@@ -729,13 +757,21 @@ def _cross_checks(cfg: Config) -> None:
                                         f"budget.burst ({format_size(cfg.budget.burst)})")
     if cfg.metrics.port is not None and cfg.metrics.port == cfg.listen.port:
         raise cfg.error("metrics.port", f"{cfg.metrics.port} is the SSH port (listen.port)")
+    if cfg.web is not None and cfg.web.port == cfg.listen.port and (
+            cfg.web.address == cfg.listen.address
+            or "0.0.0.0" in (cfg.web.address, cfg.listen.address)):
+        raise cfg.error("web.port", f"{cfg.web.port} is the SSH port (listen.port)")
+    if (cfg.web is not None and cfg.metrics.port is not None
+            and cfg.metrics.port == cfg.web.port):
+        raise cfg.error("metrics.port", f"{cfg.metrics.port} is the web console's port "
+                                        "(web.port)")
 
 
 def default_config(base: Path | None = None) -> Config:
     """The configuration with every default, paths relative to ``base`` (default: cwd)."""
     base = (base or Path.cwd()).absolute()
     cfg: Config = _build(Config, "", {}, base)
-    return cfg
+    return dataclasses.replace(cfg, web=None)
 
 
 def load_config(path: Path | str) -> Config:
@@ -746,7 +782,8 @@ def load_config(path: Path | str) -> Config:
     values: dict[str, Any] = {}
     loader.group(tree, "", SETTINGS, "", values)
     cfg: Config = _build(Config, "", values, loader.base)
-    cfg = dataclasses.replace(cfg, path=path, lines=loader.lines)
+    cfg = dataclasses.replace(cfg, path=path, lines=loader.lines,
+                              web=cfg.web if "web" in loader.lines else None)
     _cross_checks(cfg)
     return cfg
 
@@ -808,7 +845,7 @@ def render_commented(overrides: dict[str, Any] | None = None) -> str:
         while common < min(len(opened), len(groups)) and opened[common] == groups[common]:
             common += 1
         opened = opened[:common]
-        upstream = parts[0] == "upstream"
+        upstream = parts[0] in ("upstream", "web")
         lead = "# " if upstream else ""
         for depth in range(common, len(groups)):
             indent = "  " * depth
@@ -816,7 +853,8 @@ def render_commented(overrides: dict[str, Any] | None = None) -> str:
                 out.append("")
             if upstream and depth == 0:
                 out.append("# The research harness: set upstream.ssh OR upstream.command, "
-                           "then `serve`.")
+                           "then `serve`." if parts[0] == "upstream" else
+                           "# The web console (HTTPS): uncomment this section to turn it on.")
             out.append(f"{lead}{indent}{groups[depth]}:")
             opened.append(groups[depth])
         indent = "  " * len(groups)

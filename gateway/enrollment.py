@@ -36,11 +36,16 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from attestation import eventlog
-from attestation.enroll import EnrollmentPolicy, TokenStore, begin_enrollment, finish_enrollment
+from attestation.enroll import (
+    EnrollmentPolicy,
+    TokenStore,
+    assign_image,
+    begin_enrollment,
+    finish_enrollment,
+)
 from attestation.errors import EnrollmentError, EvidenceError
-from attestation.evidence import decode
-from attestation.tpm_structs import TPM_ALG_SHA256
+from attestation.reference import image_for_boot
+from attestation.verifier import booted_uki
 
 from . import images
 from .audit import Auditor
@@ -99,26 +104,6 @@ def token_state(tok: Token, now: float) -> str:
     return "expired" if tok.expires_at <= now else "unused"
 
 
-# -- which image booted ------------------------------------------------------------------------
-
-def boot_digests(evidence: bytes) -> tuple[str, set[str]]:
-    """(mode, what PCR 4 says booted): tpm2: the sha256 (Authenticode) digests of the boot
-    applications; soft: the UKI sha256 values the agent measured. Parsed strictly; the
-    full verification runs afterwards against the image chosen from these."""
-    ev = decode(evidence)
-    log = eventlog.parse(ev.event_log)
-    found: set[str] = set()
-    for e in log.events:
-        if e.pcr != 4 or e.type != eventlog.EV_EFI_BOOT_SERVICES_APPLICATION:
-            continue
-        if ev.mode == "soft":
-            if e.data.startswith(b"uki_sha256="):
-                found.add(e.data[len(b"uki_sha256="):].decode("ascii", "replace"))
-        elif TPM_ALG_SHA256 in e.digests:
-            found.add(e.digests[TPM_ALG_SHA256].hex())
-    return ev.mode, found
-
-
 # -- the enroller ------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -130,7 +115,7 @@ class Pending:
     challenge: dict[str, Any] | None    # tpm2: {"credential": base64}; soft: None
 
     def record_for(self, image_id: str) -> dict[str, Any]:
-        return {**self.record, "image_id": image_id}
+        return assign_image(self.record, image_id)
 
 
 class _LoginToken(TokenStore):
@@ -206,20 +191,22 @@ class Enroller:
         return replace(pending, record=record, challenge=None)
 
     def choose_image(self, evidence: bytes, source: str = "") -> Image:
-        """The registered, unrevoked image whose signed reference names what PCR 4 shows
-        booted (the newest, if several do)."""
+        """The registered, unrevoked image whose signed reference names the UKI that PCR 4
+        shows booted (attestation's booted_uki / image_for_boot); the newest if several do.
+        Nothing here is trusted yet: the full verification against it follows."""
         try:
-            mode, booted = boot_digests(evidence)
+            mode, digest = booted_uki(evidence)
         except EvidenceError as exc:
             raise self._refuse("parse", f"evidence: {exc}", source) from None
         refs = images.references(self.store, self.trusted_keys)
-        field = "uki_sha256" if mode == "soft" else "uki_authenticode_sha256"
-        matches = [img for img in self.store.list_images()
-                   if img.image_id in refs and refs[img.image_id][field] in booted]
-        if not matches:
+        newest_first = sorted((i for i in self.store.list_images() if i.image_id in refs),
+                              key=lambda i: i.added_at, reverse=True)
+        chosen = image_for_boot({i.image_id: refs[i.image_id] for i in newest_first}, mode,
+                                digest)
+        if chosen is None:
             raise self._refuse("policy", "the booted UKI matches no registered image "
                                          "(auditbox gateway image add OUT/)", source)
-        return max(matches, key=lambda i: i.added_at)
+        return next(i for i in newest_first if i.image_id == chosen)
 
     def complete(self, pending: Pending, record: dict[str, Any], source: str) -> Device:
         """Store the device (with the verified record) and use the token up, atomically."""

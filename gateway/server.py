@@ -666,13 +666,20 @@ async def serve_forever(cfg: Config, ready: Callable[[int], None] | None = None)
     if cfg.log.format == "json":
         journal = logs.LoggingJournal(cfg.audit.journal)
     auditor = Auditor(store, replica_name(cfg), journal)
+    web = None
+    if cfg.web is not None:                   # the console (gateway/web/), same process
+        from .web.service import WebConsole
+        web = WebConsole(cfg, store, auditor, Registry())
     server, svc, watcher = await start(cfg, store, auditor)
+    if web is not None:
+        web.console.registry = svc.registry
+        await web.start()
     port = server.sockets[0].getsockname()[1]
-    web: metrics.MetricsServer | None = None
+    metrics_http: metrics.MetricsServer | None = None
     if cfg.metrics.port is not None:
-        web = metrics.MetricsServer(svc.metrics, lambda: _health(svc, watcher),
-                                    cfg.metrics.address, cfg.metrics.port)
-        mport = await web.start()
+        metrics_http = metrics.MetricsServer(svc.metrics, lambda: _health(svc, watcher),
+                                             cfg.metrics.address, cfg.metrics.port)
+        mport = await metrics_http.start()
         log.info("metrics on http://%s:%d/metrics and /healthz", cfg.metrics.address, mport,
                  extra={"metrics_port": mport})
     stop = asyncio.Event()
@@ -694,9 +701,11 @@ async def serve_forever(cfg: Config, ready: Callable[[int], None] | None = None)
     if ready is not None:
         ready(port)
     await stop.wait()
-    if web is not None:
-        web.close()
+    if metrics_http is not None:
+        metrics_http.close()
     server.close()
+    if web is not None:
+        await web.stop()
     for c in list(svc.connections):
         await c.end("auditbox: the gateway is shutting down", "gateway-stop")
     await asyncio.sleep(0.5)

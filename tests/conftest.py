@@ -154,6 +154,14 @@ def variant_machine(variant_image: BuiltImage) -> Iterator[Machine]:
     yield from _booted(variant_image, "variant")
 
 
+@pytest.fixture(scope="module")
+def firewall_broken_machine() -> Iterator[Machine]:
+    """The test image with a ruleset nft refuses (tests/profiles_vm/firewall-broken.yaml)."""
+    require(BUILD_TOOLS)
+    image = build_image(REPO / "tests/profiles_vm/firewall-broken.yaml", "firewall-broken")
+    yield from _booted(image, "firewall-broken")
+
+
 @pytest.fixture(scope="session")
 def vm_host(machine: Machine) -> Any:
     return machine_host(machine)

@@ -27,14 +27,28 @@ SAMPLE_MODULES = (
     "drivers/scsi/sr_mod.ko.xz", "drivers/parport/parport.ko.xz", "drivers/char/lp.ko.xz",
     "drivers/usb/class/usblp.ko.xz", "fs/udf/udf.ko.xz", "fs/smb/client/cifs.ko.xz",
     "fs/squashfs/squashfs.ko.xz", "net/dccp/dccp.ko.xz", "net/sctp/sctp.ko.xz",
-    "net/rds/rds.ko.xz", "net/tipc/tipc.ko.xz",
+    "net/rds/rds.ko.xz", "net/tipc/tipc.ko.xz", "drivers/mmc/host/sdhci-pci.ko.xz",
+    "drivers/media/pci/intel/ipu6/intel-ipu6.ko.xz", "drivers/net/wwan/t7xx/mtk_t7xx.ko.xz",
+    "net/nfc/nfc.ko.xz", "drivers/usb/gadget/libcomposite.ko.xz",
+    "drivers/usb/usbip/vhci-hcd.ko.xz", "drivers/input/misc/pcspkr.ko.xz",
+    "drivers/pcmcia/yenta_socket.ko.xz", "drivers/misc/eeprom/at24.ko.xz",
     # must survive
     "drivers/virtio/virtio.ko.xz", "drivers/block/virtio_blk.ko.xz", "fs/erofs/erofs.ko.xz",
     "drivers/md/dm-verity.ko.xz", "net/netfilter/nf_tables.ko.xz",
     "drivers/char/tpm/tpm_tis.ko.xz", "drivers/hid/usbhid/usbhid.ko.xz",
     "sound/virtio/virtio_snd.ko.xz",
     "drivers/usb/host/xhci-hcd.ko.xz", "drivers/gpu/drm/virtio/virtio-gpu.ko.xz",
+    "drivers/gpu/drm/i915/i915.ko.xz", "drivers/net/ethernet/intel/e1000e/e1000e.ko.xz",
+    "drivers/nvme/host/nvme.ko.xz", "drivers/input/serio/i8042.ko.xz",
 )
+# what builder.initrd.record_listing writes for a terminal initrd ("mode size path")
+SAMPLE_INITRD = "".join(f"{line}\n" for line in (
+    "100755 1000 init", "100755 2000 usr/lib/systemd/systemd-veritysetup",
+    "100755 2000 usr/lib/systemd/systemd-pcrextend",
+    "100644 9000 usr/lib/x86_64-linux-gnu/libtss2-esys.so.0.0.1",
+    f"100644 5000 usr/lib/modules/{KVER}/kernel/drivers/md/dm-verity.ko.xz",
+    f"100644 5000 usr/lib/modules/{KVER}/kernel/drivers/nvme/host/nvme.ko.xz",
+))
 BASE_PACKAGES = ("base-files", "systemd", "util-linux", "python3-minimal", "usbguard",
                  "nftables", "kmod")
 
@@ -93,7 +107,7 @@ def materialize(plan: BuildPlan, root: Path, *, packages: Iterable[str] = BASE_P
         target = root / "etc/systemd/system" / unit
         if not target.is_symlink():
             os.symlink("/dev/null", target)
-    remove_modules(root, KVER, plan.modules_remove, plan.modules_keep)
+    remove_modules(root, KVER, plan.modules_remove, plan.modules_keep, plan.modules_allow)
     installed = set(packages) | set(plan.packages)
     for package, (name, line) in PAM_AUTH_UPDATE.items():
         if package in installed:
@@ -107,6 +121,7 @@ def materialize(plan: BuildPlan, root: Path, *, packages: Iterable[str] = BASE_P
     (db / "status").write_text(dpkg_status(installed))
     (root / "var/lib/dpkg").rmdir()
     os.symlink("/usr/lib/auditbox/dpkg", root / "var/lib/dpkg")
+    (root / "usr/lib/auditbox/initrd.list").write_text(SAMPLE_INITRD)
     users = list(users)
     (root / "etc/passwd").write_text(
         "root:x:0:0:root:/root:/bin/sh\n"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -140,3 +141,39 @@ def test_test_profile_builds_unsigned_loudly(tmp_path: Path) -> None:
     assert not test.secure_boot.required and not test.secure_boot.development_key
     assert resolve_signing(test, None, None, tmp_path) is None
     assert manifest_entry(test, None)["signed"] is False
+
+
+@pytest.mark.build
+def test_example_image_is_signed_with_the_development_key(prod_image: Any,
+                                                           tmp_path: Path) -> None:
+    """What `make image` builds (the example profile): a UKI signed with the cache's
+    development key, said so in the manifest, with the certificate and how to enroll it."""
+    import hashlib
+
+    from attestation.reference import load_public_key, load_reference
+    from tests.secureboot import read_esp_file
+    from tests.tools import require
+
+    require(("sbverify",), need_root=False)
+    sb = prod_image.manifest["secure_boot"]
+    assert sb["required"] and sb["signed"] and sb["development_key"]
+    assert sb["key_source"] == "development key (cache)"
+    assert DEV_SUBJECT in sb["certificate_subject"] and "--add-db" in sb["enroll"]["ovmf"]
+    cert = prod_image.out / "secure-boot-db.crt"
+    assert "secure-boot-db.crt" in (prod_image.out / "SHA256SUMS").read_text()
+    der = x509.load_pem_x509_certificate(cert.read_bytes()).public_bytes(
+        serialization.Encoding.DER)
+    assert hashlib.sha256(der).hexdigest() == sb["certificate_sha256"]
+    ref = load_reference(prod_image.out / "reference.json",
+                         [load_public_key(prod_image.out / "build-key.pub")])
+    assert ref["db_certificate_sha256"] == sb["certificate_sha256"]
+    uki = tmp_path / "BOOTX64.EFI"
+    uki.write_bytes(read_esp_file(prod_image.image, prod_image.manifest))
+    ok = subprocess.run(["sbverify", "--cert", str(cert), str(uki)], capture_output=True,
+                        text=True)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    # control: another certificate does not verify it
+    other = ensure_development_pair(tmp_path / "other")[1]
+    bad = subprocess.run(["sbverify", "--cert", str(other), str(uki)], capture_output=True,
+                         text=True)
+    assert bad.returncode != 0

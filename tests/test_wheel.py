@@ -30,6 +30,9 @@ def test_wheel_install_finds_its_data(tmp_path: Path) -> None:
                   if n.startswith("builder/data/profiles/rules/")) == rules
     assert "builder/data/overlays/rules/nftables.conf.j2" in names
     assert {"gateway/store/schema.sql", "gateway/units/auditbox-gateway.service"} <= set(names)
+    web = REPO / "gateway" / "web"          # the console's templates and static files
+    assert {str(f.relative_to(REPO)) for d in ("templates", "static")
+            for f in (web / d).rglob("*") if f.is_file()} <= set(names)
     # run from elsewhere, the unpacked wheel first on the path (its dependencies: ours)
     code = ("import sys; sys.path.insert(0, sys.argv[1]); import builder; "
             "assert builder.__file__.startswith(sys.argv[1]), builder.__file__; "

@@ -4,8 +4,9 @@ set -euo pipefail
 APT_PACKAGES=(mmdebstrap qemu-system-x86 qemu-utils ovmf swtpm swtpm-tools mtools dosfstools
               fdisk erofs-utils tpm2-tools sbsigntool uidmap arch-test debian-archive-keyring
               dpkg-dev python3-pip socat
-              postgresql openssh-server openssh-client sshpass  # gateway tests: PostgreSQL, sshd
-              haproxy)  # gateway fleet tests and bench (docs/haproxy.cfg)
+              postgresql openssh-server openssh-client sshpass)  # gateway tests: PostgreSQL, sshd
+APT_PACKAGES+=(chromium fonts-dejavu-core)  # console tests: Playwright drives Debian's chromium
+APT_PACKAGES+=(haproxy)  # gateway fleet tests and bench (docs/haproxy.cfg)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f '${db:Status-Abbrev}' "$p" 2>/dev/null | grep -q '^ii' || missing+=("$p")

@@ -23,9 +23,11 @@ from builder.profile.validators import HOST_OR_IP, IP_ADDRESS
 from ..audit import Auditor
 from ..config import load_config, render_commented
 from ..store import is_postgres
+from ..web.tls import make_self_signed
 from .common import actor, open_env_store
 
-FILES = ("gateway.yaml", "host_key", "host_key.pub", "store.db", "recordings")
+FILES = ("gateway.yaml", "host_key", "host_key.pub", "store.db", "recordings", "web_cert.pem",
+         "web_key.pem")
 
 
 def fingerprint(public_line: str) -> str:
@@ -103,6 +105,8 @@ def init_cmd(directory: Path, listen: str, port: int, gateway_host: str | None,
             f.write(private)
         (stage / "host_key.pub").write_text(public + "\n")
         (stage / "recordings").mkdir(mode=0o700)
+        # the web console's HTTPS pair (served when gateway.yaml has a web: section)
+        web_fingerprint = make_self_signed(stage / "web_cert.pem", stage / "web_key.pem", host)
         overrides: dict[str, object] = {"listen.address": listen, "listen.port": port}
         if database is not None:
             overrides["database"] = database
@@ -127,6 +131,9 @@ def init_cmd(directory: Path, listen: str, port: int, gateway_host: str | None,
     click.echo(f"wrote {directory / 'host_key'} (Ed25519, mode 0600) and host_key.pub")
     click.echo(f"store: {store_text}")
     click.echo(f"host key fingerprint: {fingerprint(public)}")
+    click.echo(f"wrote {directory / 'web_cert.pem'} and web_key.pem (self-signed, for the web "
+               "console: uncomment `web:` in gateway.yaml to serve it)")
+    click.echo(f"web certificate fingerprint: {web_fingerprint}")
     click.echo("")
     click.echo("Set upstream.ssh or upstream.command in gateway.yaml before `serve`.")
     click.echo("Paste these lines into the terminal profile:")

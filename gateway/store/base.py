@@ -62,7 +62,7 @@ class Device:
     record: dict[str, Any]             # attestation.enroll record (validate_record)
     enrolled_at: float
     status: str = "active"             # active | revoked
-    ek_cert: str = "none"              # none (soft) | unchecked (tpm2: no EK CA check yet)
+    ek_cert: str = "none"              # checked | allowed-without | none (the record's ek_cert)
     last_attest_at: float | None = None
     last_attest_result: str | None = None   # ok | refused
     last_attest_step: str | None = None

@@ -74,6 +74,10 @@ CREATE TABLE IF NOT EXISTS devices (
     last_attest_step   TEXT,
     last_attest_reason TEXT
 );
+-- the web console's device pages: newest first with search, and "needing attention",
+-- answered from these indexes rather than from rows holding the enrollment record
+CREATE INDEX IF NOT EXISTS devices_enrolled ON devices (enrolled_at, device_id, image_id);
+CREATE INDEX IF NOT EXISTS devices_state ON devices (status, last_attest_result, last_attest_at);
 
 CREATE TABLE IF NOT EXISTS attestations (
     id         @ID@,

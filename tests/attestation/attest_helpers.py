@@ -6,6 +6,7 @@ keys held in Python, so attack cases can forge anything a real attacker could.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import hmac
 import struct
@@ -13,11 +14,13 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from cryptography.hazmat.primitives import hashes
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.x509.oid import NameOID
 
 from attestation import canonical, eventlog, uefi
 from attestation.credential import kdfa
@@ -53,6 +56,7 @@ DB_CERT = b"0\x82\x03\x17 the test db certificate (DER stand-in)"
 OTHER_CERT = b"0\x82\x03\x17 someone else's db certificate"
 OWNER = uuid.UUID("5b1f8a52-6f3e-4c1b-9d0e-a0d1c7e0b0b5").bytes_le
 CALLING = b"Calling EFI Application from Boot Option"
+CERT_TIME = datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC)
 Events = list[tuple[int, int, dict[int, bytes], bytes]]
 
 
@@ -324,6 +328,28 @@ def make_reference(build_key: Ed25519PrivateKey, tmp: Any, **kw: Any) -> dict[st
     return verify_reference_bytes((tmp / "reference.json").read_bytes(),
                                   (tmp / "reference.json.sig").read_bytes(),
                                   [build_key.public_key()])
+
+
+def make_ek_ca(ca_flag: bool = True, name: str = "test EK CA") -> tuple[Any, Any]:
+    """(private key, certificate) of an EK CA (basicConstraints CA=ca_flag)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key()).serial_number(1).not_valid_before(CERT_TIME)
+            .not_valid_after(CERT_TIME + datetime.timedelta(days=3650))
+            .add_extension(x509.BasicConstraints(ca=ca_flag, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    return key, cert
+
+
+def make_ek_cert(ca: tuple[Any, Any], public_key: Any) -> bytes:
+    """DER EK certificate for public_key, issued by ca (from make_ek_ca)."""
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([])).issuer_name(ca[1].subject)
+            .public_key(public_key).serial_number(2).not_valid_before(CERT_TIME)
+            .not_valid_after(CERT_TIME + datetime.timedelta(days=3650))
+            .sign(ca[0], hashes.SHA256()))
+    der: bytes = cert.public_bytes(serialization.Encoding.DER)
+    return der
 
 
 def enroll_fake(tpm: FakeTpm, image_id: str = "img-A",

@@ -43,7 +43,9 @@ def make_ca(directory: Path) -> EkCa:
         f"create_certs_tool_config = {directory}/localca.conf\n"
         f"create_certs_tool_options = {directory}/localca.options\n"
         "active_pcr_banks = sha1,sha256\n")
-    return EkCa(ca)
+    made = EkCa(ca)
+    manufacture(directory / "first-tpm", made)       # swtpm_localca creates the CA on first use
+    return made
 
 
 def manufacture(state: Path, ca: EkCa) -> None:

@@ -24,6 +24,8 @@ from attest_helpers import (
     FakeTpm,
     build_log,
     encode_log,
+    make_ek_ca,
+    make_ek_cert,
     make_reference,
     new_verifier,
     replay,
@@ -489,3 +491,46 @@ def test_uefi_variable_names_and_guids(world: Any) -> None:
     refused(lambda: verify(world, with_events(twin(world), events)), "event_log",
             "malformed SecureBoot variable")
 
+
+
+# EK certificates (certificates made here; tests/attestation/test_attest_swtpm.py checks the
+# ones swtpm_setup issues into a real TPM's NV) ------------------------------------------
+
+
+@pytest.mark.parametrize("case", ["other-key", "other-ca", "not-a-ca", "garbage", "padded"])
+def test_ek_certificate_is_checked(case: str) -> None:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from attestation.enroll import EnrollmentPolicy, begin_enrollment
+    from attestation.errors import EnrollmentError
+
+    ca = make_ek_ca()
+    tpm = FakeTpm()
+    good = make_ek_cert(ca, tpm.ek.public_key())
+    bundle = (ca[1],)
+    if case == "other-key":
+        tpm.ek_cert, words = make_ek_cert(ca, rsa.generate_private_key(65537, 2048).public_key()), \
+            "for another key"
+    elif case == "other-ca":
+        tpm.ek_cert, words = make_ek_cert(make_ek_ca(), tpm.ek.public_key()), "not signed by a CA"
+    elif case == "not-a-ca":
+        weak = make_ek_ca(ca_flag=False)
+        tpm.ek_cert, bundle, words = make_ek_cert(weak, tpm.ek.public_key()), (weak[1],), \
+            "not signed by a CA"
+    elif case == "garbage":
+        tpm.ek_cert, words = good[:40] + b"\xff" * 40, "not DER X.509"
+    else:
+        tpm.ek_cert, words = good + b"\xff" * 200, None     # NV areas pad after the DER
+    for allow in (False, True):      # a certificate that fails is refused even when allowed
+        policy = EnrollmentPolicy(ek_ca_bundle=bundle, allow_ek_without_cert=allow)
+        if words is None:
+            record, _ = begin_enrollment(tpm.enrollment_request(), image_id="i", policy=policy)
+            assert record["ek_cert"] == "checked"
+            continue
+        with pytest.raises(EnrollmentError, match=words):
+            begin_enrollment(tpm.enrollment_request(), image_id="i", policy=policy)
+    # control: the same TPM with its genuine certificate
+    tpm.ek_cert = good
+    record, _ = begin_enrollment(tpm.enrollment_request(), image_id="i",
+                                 policy=EnrollmentPolicy(ek_ca_bundle=(ca[1],)))
+    assert record["ek_cert"] == "checked"

@@ -197,6 +197,16 @@ def test_image_choice_refusals(world: World, tmp_path: Path) -> None:
     assert info.value.step == "parse"
 
 
+def test_newest_image_of_the_same_uki_wins(world: World) -> None:
+    """Two registered references for one UKI (re-signed, re-registered): the newest."""
+    world.register("img-A-first")
+    world.register("img-A-again")
+    tpm = FakeTpm()
+    tpm.enrollment_request()
+    evidence = tpm.quote(qualifying_data(os.urandom(32), SESSION))
+    assert world.enroller.choose_image(evidence).image_id == "img-A-again"
+
+
 def test_one_token_one_device_under_race(world: World) -> None:
     """Two terminals presenting one token at the same moment: one is enrolled."""
     refs = {"img-A": world.register("img-A")}

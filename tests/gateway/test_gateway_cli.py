@@ -78,8 +78,15 @@ def test_init_writes_a_working_gateway_dir(tmp_path: Path) -> None:
     assert r.code == 0, r.err
     d = tmp_path / "gw"
     assert sorted(p.name for p in d.iterdir()) == ["gateway.yaml", "host_key", "host_key.pub",
-                                                   "recordings", "store.db"]
+                                                   "recordings", "store.db", "web_cert.pem",
+                                                   "web_key.pem"]
     assert (d / "host_key").stat().st_mode & 0o777 == 0o600
+    assert (d / "web_key.pem").stat().st_mode & 0o777 == 0o600
+    # the console's self-signed certificate: openssl agrees with the printed fingerprint
+    web_fp = subprocess.run(["openssl", "x509", "-noout", "-fingerprint", "-sha256", "-in",
+                             str(d / "web_cert.pem")], capture_output=True, text=True,
+                            check=True).stdout.strip().split("=", 1)[1]
+    assert f"web certificate fingerprint: SHA256:{web_fp}\n" in r.out
     assert (d / "recordings").stat().st_mode & 0o777 == 0o700
     # OpenSSH reads the key, and agrees with the printed fingerprint and public key
     fp = subprocess.run(["ssh-keygen", "-lf", str(d / "host_key")], capture_output=True,

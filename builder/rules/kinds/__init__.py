@@ -9,9 +9,11 @@ from builder.rules.kinds import (
     kernel_cmdline,
     logind,
     module_absent,
+    module_allowlist,
     nftables,
     package_absent,
     package_present,
+    setid,
     sysctl,
     systemd_unit,
     udev_rule,
@@ -22,7 +24,7 @@ from builder.rules.kinds.base import Kind, Params, type_error, with_defaults
 KINDS: dict[str, Kind] = {k.name: k for k in (
     kernel_cmdline.KIND, sysctl.KIND, module_absent.KIND, udev_rule.KIND, usbguard.KIND,
     systemd_unit.KIND, logind.KIND, package_absent.KIND, package_present.KIND, file.KIND,
-    nftables.KIND, check_only.KIND, composite.KIND,
+    nftables.KIND, check_only.KIND, composite.KIND, setid.KIND, module_allowlist.KIND,
 )}
 
 

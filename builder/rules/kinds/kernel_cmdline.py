@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from builder.plan import BuildPlan
-from builder.rules.check import Check, vm_run
+from builder.plan import CMDLINE_FILE, BuildPlan
+from builder.rules.check import Check, tree_of, vm_run
 from builder.rules.kinds.base import Kind, Param, Params, RuleContext
 
 
@@ -23,6 +23,14 @@ def apply(ctx: RuleContext, params: Params, plan: BuildPlan) -> None:
 def checks(ctx: RuleContext, params: Params) -> list[Check]:
     want = tokens(params)
 
+    def static(target: Any) -> None:
+        text = tree_of(target).read(CMDLINE_FILE)
+        if text is None:
+            raise AssertionError(f"{CMDLINE_FILE} missing in the tree")
+        missing = [t for t in want if t not in text.split()]
+        if missing:
+            raise AssertionError(f"{CMDLINE_FILE} lacks {missing}: {text.strip()}")
+
     def vm(host: Any) -> None:
         rc, out = vm_run(host, "cat /proc/cmdline")
         have = out.split()
@@ -30,7 +38,9 @@ def checks(ctx: RuleContext, params: Params) -> list[Check]:
         if rc != 0 or missing:
             raise AssertionError(f"/proc/cmdline lacks {missing}: {out.strip()}")
 
-    return [ctx.check("cmdline", "vm", vm, "tokens present in /proc/cmdline: " + " ".join(want))]
+    return [ctx.check("cmdline", "static", static,
+                      f"tokens present in {CMDLINE_FILE}: " + " ".join(want)),
+            ctx.check("cmdline", "vm", vm, "tokens present in /proc/cmdline: " + " ".join(want))]
 
 
 def describe(ctx: RuleContext, params: Params) -> str:

@@ -9,6 +9,7 @@ from builder.plan import BuildPlan
 from builder.rules.check import Check, enabled_links, tree_of, vm_run
 from builder.rules.kinds.base import Kind, Param, Params, RuleContext
 from builder.rules.kinds.common import file_checks
+from builder.unitlinks import is_unit_link
 
 UNIT_DIR = "/etc/systemd/system"
 SUFFIXES = (".service", ".target", ".socket", ".timer", ".path", ".mount", ".automount")
@@ -56,10 +57,15 @@ def checks(ctx: RuleContext, params: Params) -> list[Check]:
         tree = tree_of(target)
         bad = [f"{u} not enabled (no link in any .wants/)" for u in enable
                if not enabled_links(tree, u)]
+        links = [(p, tree.readlink(p) or "") for p in tree.walk(UNIT_DIR) if tree.is_symlink(p)]
         for u in mask:
             link = tree.readlink(f"{UNIT_DIR}/{u}")
             if link != "/dev/null":
                 bad.append(f"{u} not masked ({UNIT_DIR}/{u} -> {link})")
+            left = [p for p, target in links
+                    if is_unit_link(p[len(UNIT_DIR) + 1:], target, u)]
+            if left:
+                bad.append(f"{u} masked but still wanted or aliased by {left}")
         if bad:
             raise AssertionError("; ".join(bad))
 
