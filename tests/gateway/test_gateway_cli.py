@@ -417,7 +417,8 @@ def test_config_error_is_one_line(gwdir: Path) -> None:
     (gwdir / "gateway.yaml").write_text("listen:\n  port: 2222\n  prot: 22\n")
     err = bad(gw("user", "list", cwd=gwdir))
     assert err == ("error: gateway.yaml:3: listen.prot: unknown key 'prot' (did you mean "
-                   "'port'?) (allowed: address, port, login_timeout, max_connections)\n")
+                   "'port'?) (allowed: address, port, login_timeout, proxy_protocol_from, "
+                   "max_connections)\n")
     assert bad(gw("user", "list", "--config", "absent.yaml", cwd=gwdir)).startswith(
         "error: absent.yaml:1: (file): cannot read")
 
