@@ -166,12 +166,14 @@ class Agent:
             self.serve_one(conn)
 
 
-def make_backend(choice: str, state_root: Path, tpm_cache: Path) -> Backend:
+def make_backend(choice: str, state_root: Path, tpm_cache: Path,
+                 uki_paths: tuple[Path, ...] = UKI_PATHS,
+                 cmdline: Path = Path("/proc/cmdline")) -> Backend:
     if choice == "auto":
         choice = "tpm2" if TPM_DEVICE.exists() or os.environ.get("TPM2TOOLS_TCTI") else "soft"
     if choice == "tpm2":
         return Tpm2Backend(tpm_cache)
-    return SoftBackend(state_root / "soft", uki_paths=UKI_PATHS)
+    return SoftBackend(state_root / "soft", uki_paths=uki_paths, cmdline_path=cmdline)
 
 
 def listening_socket(path: Path) -> socket.socket:
@@ -196,10 +198,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--state", type=Path, default=STATE_MOUNT,
                    help="persistent state directory (the state partition's mount point)")
     p.add_argument("--tpm-cache", type=Path, default=TPM_CACHE)
+    p.add_argument("--soft-uki", type=Path, action="append", default=None,
+                   help="soft backend: the UKI file(s) it measures (default: the ESP's)")
+    p.add_argument("--soft-cmdline", type=Path, default=Path("/proc/cmdline"),
+                   help="soft backend: the command line it measures")
     args = p.parse_args(argv)
     state_root = args.state / "attest"
     persistent = os.path.ismount(args.state)
-    backend = make_backend(args.backend, state_root, args.tpm_cache)
+    backend = make_backend(args.backend, state_root, args.tpm_cache,
+                           tuple(args.soft_uki) if args.soft_uki else UKI_PATHS,
+                           args.soft_cmdline)
     agent = Agent(backend, state_root, persistent)
     listener = listening_socket(args.socket)
     try:   # warm up: create or read the keys before the first request needs them

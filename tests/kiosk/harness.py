@@ -37,14 +37,14 @@ def _controlling_tty() -> None:
 class AgentService:
     """auditbox-attest-agent on a socket in tmp (soft backend)."""
 
-    def __init__(self, tmp: Path, backend: str = "soft") -> None:
+    def __init__(self, tmp: Path, backend: str = "soft", *extra: str) -> None:
         self.socket = tmp / "agent.sock"
         self.state = tmp / "state"
         self.log = (tmp / "agent.log").open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "attestation.agent_service", "--backend", backend,
              "--socket", str(self.socket), "--state", str(self.state),
-             "--tpm-cache", str(tmp / "tpm-cache")],
+             "--tpm-cache", str(tmp / "tpm-cache"), *extra],
             cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while not self.socket.exists():
