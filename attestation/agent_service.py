@@ -205,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     state_root = args.state / "attest"
     persistent = os.path.ismount(args.state)
+    if persistent:          # a fresh file system's root is 0755: the agent's alone
+        os.chmod(args.state, 0o700)
     backend = make_backend(args.backend, state_root, args.tpm_cache,
                            tuple(args.soft_uki) if args.soft_uki else UKI_PATHS,
                            args.soft_cmdline)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from builder.plan import BuildPlan
 from kiosk.config import Injection, KioskConfig, to_json
 
+KIOSK_RULE = "kiosk-service"
 KIOSK_USER = "kiosk"                 # the profile's users create it (audit-laptop.yaml)
 KIOSK_CONFIG = "/etc/auditbox/kiosk.json"
 UNIT_DIR = "/etc/systemd/system"
@@ -33,6 +34,9 @@ def kiosk_config(plan: BuildPlan) -> KioskConfig:
 
 
 def add_terminal(plan: BuildPlan) -> None:
+    """The kiosk's supporting pieces, in every image whose profile selects the kiosk."""
+    if KIOSK_RULE not in plan.profile.rules:
+        return                  # e.g. the stock Debian baseline of the benchmarks
     plan.add_file(KIOSK_CONFIG, to_json(kiosk_config(plan)), 0o644, source="builder/terminal")
     for unit in AGENT_UNITS:
         plan.add_overlay(f"{UNIT_DIR}/{unit}", f"terminal/{unit}.j2", user=KIOSK_USER)
