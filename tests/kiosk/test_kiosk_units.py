@@ -72,7 +72,8 @@ def test_terminal_code_imports_only_what_the_image_has() -> None:
 
 def test_import_check_sees_a_forbidden_import(tmp_path: Path) -> None:
     bad = tmp_path / "x.py"
-    bad.write_text("from builder.planner import make_plan\nimport gateway.server\nfrom . import y\n")
+    bad.write_text("from builder.planner import make_plan\nimport gateway.server\n"
+                   "from . import y\n")
     assert {"builder.planner", "gateway.server", "kiosk.y"} <= _imports(bad, "kiosk")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 
 import pyte
 
@@ -52,3 +53,15 @@ def _send(machine: Machine, data: bytes) -> None:
 
 def kiosk_pid(machine: Machine) -> int:
     return int(machine.succeed("systemctl show -P MainPID auditbox-kiosk.service").strip())
+
+
+CAPTURES = Path(__file__).resolve().parents[2] / "build" / "screens"
+
+
+def capture(machine: Machine, name: str, since: int = 0) -> str:
+    """Save the console as drawn now (for docs/auditor-guide.md) and return it."""
+    shown = screen(machine, since)
+    CAPTURES.mkdir(parents=True, exist_ok=True)
+    (CAPTURES / f"{name}.txt").write_text(
+        "\n".join(line.rstrip() for line in shown.splitlines()) + "\n")
+    return shown
