@@ -89,10 +89,16 @@ def test_console_is_raw_and_keyboard_signals_do_nothing(kiosk: KioskOnPty) -> No
     # ignore SIGINT: the kiosk ignores the keyboard's signals as a second line of defence
     cooked = kiosk.attrs()
     cooked[3] = int(cooked[3]) | termios.ISIG  # type: ignore[call-overload]
+    cc = list(cooked[6])  # type: ignore[call-overload]
+    cc[termios.VINTR], cc[termios.VQUIT], cc[termios.VSUSP] = b"\x03", b"\x1c", b"\x1a"
+    cooked[6] = cc
     termios.tcsetattr(kiosk.slave, termios.TCSANOW, cooked)
-    os.write(kiosk.master, b"\x03\x1c\x1a")
-    time.sleep(1)
+    for key in (b"\x03", b"\x1c", b"\x1a"):
+        os.write(kiosk.master, key)
+        time.sleep(0.5)
     assert kiosk.alive()
+    with open(f"/proc/{pid}/stat") as f:
+        assert f.read().split(") ", 1)[1][0] != "T", "stopped by SIGTSTP"
 
 
 def test_password_and_code_are_never_echoed(kiosk: KioskOnPty) -> None:
