@@ -455,7 +455,9 @@ class Kiosk:
                 s.close("refused")
             self._end_session(failure_view({"error": "AttestationRefused", **ev.data}))
         elif ev.kind == "closed" and s is not None:
-            s.close("lost")
+            # the gateway closes the connection after a shell's normal exit, too
+            if not s.exited():
+                s.close("lost")
             self._end_session()
 
     def _burst(self, detail: str) -> None:
@@ -495,13 +497,17 @@ class Kiosk:
             return
         self.mode = "login"
         if why == "idle":
-            self._set_message(f"The session was closed after {self.cfg.idle_timeout // 60} "
-                              "minutes without input. Log in again.", "bold")
+            t = self.cfg.idle_timeout
+            span = f"{t // 60} minutes" if t >= 120 else f"{t} seconds"
+            self._set_message(f"The session was closed after {span} without input. "
+                              "Log in again.", "bold")
         elif why == "lost":
             self._set_message("The connection to the gateway was lost. Log in again.", "error")
             self.prober.now()
         else:
-            self._set_message("Session ended.", "bold")
+            said = s.gateway_said()
+            self._set_message(f"Session ended by the gateway: {said}" if said
+                              else "Session ended.", "bold")
         self.dirty = True
 
     # -- time ----------------------------------------------------------------------------

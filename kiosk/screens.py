@@ -67,7 +67,7 @@ def wrap_paragraphs(text: str, width: int) -> list[str]:
         words = " ".join(line.strip() for line in para.splitlines()).strip()
         if out:
             out.append("")
-        out.extend(textwrap.wrap(words, width) or [""])
+        out.extend(textwrap.wrap(words, width, break_on_hyphens=False) or [""])
     return out
 
 

@@ -17,6 +17,7 @@ from .injection import BurstDetector, KeyboardWatcher
 from .keys import count_keys
 from .screens import session_notice
 
+TAIL_BYTES = 512
 RESET_SCREEN = b"\x1b[0m\x1b[?1049l\x1b[?25h\x1bc"    # leave alt screen, show cursor, reset
 
 
@@ -32,6 +33,7 @@ class Session:
     bytes_in: int = 0
     bytes_out: int = 0
     end: str | None = None            # why the kiosk ended it (None: the remote side did)
+    tail: bytes = b""                 # the last output, for the gateway's closing line
 
     def fileno(self) -> int:
         return int(self.channel.fileno())
@@ -56,14 +58,22 @@ class Session:
         while self.channel.recv_stderr_ready():
             out += self.channel.recv_stderr(65536)
         self.bytes_out += len(out)
+        self.tail = (self.tail + out)[-TAIL_BYTES:]
         if not out and (self.channel.closed or self.channel.eof_received
                         or self.channel.exit_status_ready()):
             return None
         return out
 
+    def gateway_said(self) -> str | None:
+        """The gateway's own last line ("auditbox: ..."), when it ended the session."""
+        lines = self.tail.decode("utf-8", "replace").replace("\r", "\n").split("\n")
+        last = next((line.strip() for line in reversed(lines) if line.strip()), "")
+        return last.removeprefix("auditbox: ") if last.startswith("auditbox: ") else None
+
     def exited(self) -> bool:
         """The remote shell ended with an exit status (not a dropped connection)."""
-        return bool(self.channel.exit_status_ready())
+        # paramiko's exit_status_ready() is also true for a channel a dead transport closed
+        return int(getattr(self.channel, "exit_status", -1)) >= 0
 
     def idle(self, now: float) -> bool:
         return now - self.last_key >= self.idle_timeout
