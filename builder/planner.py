@@ -9,7 +9,7 @@ every selected rule, all add to one BuildPlan.
 from __future__ import annotations
 
 from builder import rules
-from builder.plan import CMDLINE_FILE, KIOSK_USER, BuildPlan
+from builder.plan import CMDLINE_FILE, BuildPlan
 from builder.profile.model import Profile
 from builder.profile.required import check_required
 from builder.terminal import add_terminal

@@ -6,11 +6,10 @@ is the kiosk-service rule's (profiles/rules/kiosk-service.yaml).
 
 from __future__ import annotations
 
-from builder.plan import BuildPlan
+from builder.plan import KIOSK_USER, BuildPlan
 from kiosk.config import Injection, KioskConfig, to_json
 
 KIOSK_RULE = "kiosk-service"
-KIOSK_USER = "kiosk"                 # the profile's users create it (audit-laptop.yaml)
 KIOSK_CONFIG = "/etc/auditbox/kiosk.json"
 UNIT_DIR = "/etc/systemd/system"
 AGENT_UNITS = ("auditbox-attest-agent.socket", "auditbox-attest-agent.service")
