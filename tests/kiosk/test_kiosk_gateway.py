@@ -93,6 +93,9 @@ def test_enroll_login_command_exit(world: World, terminal: Terminal) -> None:
     k.wait_for(PROMPT, timeout=60)
     k.type("echo kiosk-$((6*7))\r")
     k.wait_for("kiosk-42")
+    k.set_size(100, 30)                  # the remote PTY follows the console's size
+    k.type("stty size\r")
+    k.wait_for(r"(?m)^30 100 *$")
     k.type("exit\r")
     shown = k.wait_for("Session ended", timeout=30)
     assert LOGIN in shown and "kiosk-42" not in shown

@@ -47,9 +47,13 @@ class Gateway:
     def create(cls, base: Path, sshd: Sshd, build_keys: list[Path], ek_ca_bundle: Path | None,
                extra: str = "") -> Gateway:
         d = base / "gateway"
-        d.mkdir(parents=True)
+        # init makes the store (and a host key and config, both replaced below)
+        subprocess.run([*AUDITBOX, "gateway", "init", "--dir", str(d), "--gateway-host",
+                        "10.0.2.2", "--port", str(GUEST_PORT)], cwd=REPO, check=True,
+                       capture_output=True)
         shutil.copyfile(TEST_HOST_KEY, d / "host_key")
         (d / "host_key").chmod(0o600)
+        shutil.copyfile(TEST_HOST_KEY.with_suffix(".pub"), d / "host_key.pub")
         for i, key in enumerate(build_keys):
             shutil.copyfile(key, d / f"build-key-{i}.pub")
         gw = cls(d, free_port(), sshd)

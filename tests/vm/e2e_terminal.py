@@ -15,16 +15,20 @@ from tests.vm.kioskvm import F2, type_keys, wait_screen
 
 DISK_BYTES = 1 << 30
 LOGIN = r"> User name:"
-PROMPT = r"(?m)[#$] $"
+PROMPT = r"(?m)[#$] *$"           # pyte pads each line with spaces
 BOOT = 900.0
 LOGIN_WAIT = 180.0            # TCG, a loaded machine: a quote takes seconds
+# the enrollment screen's outcome: success, or one of kiosk/messages.py's failures
+ENROLL_RESULT = ("This terminal is enrolled|token is unknown|Log-in failed|Cannot reach|"
+                 "agent failed|Refused at|could not be verified")
 
 
 def boot(image: BuiltImage, name: str, gateway: Gateway, tpm_state: Path | None) -> Machine:
     """Boot image with the gateway at 10.0.2.2:2222; tpm_state None: no TPM (soft)."""
     require(VM_TOOLS)
     m = Machine(image.image, name=name, tpm=tpm_state is not None, tpm_state=tpm_state,
-                disk_bytes=DISK_BYTES, host_forwards={GUEST_PORT: gateway.port})
+                disk_bytes=DISK_BYTES, host_forwards={GUEST_PORT: gateway.port},
+                extra_args=["-device", "qemu-xhci,id=xhci"])      # a USB port to plug into
     m.start()
     wait_screen(m, LOGIN, timeout=BOOT)
     m.wait_for_shell()
@@ -42,7 +46,7 @@ def enroll(m: Machine, token: str) -> str:
     wait_screen(m, "Enroll this terminal")
     mark = m.console_mark()
     type_keys(m, token + "\r")
-    shown = wait_screen(m, "This terminal is enrolled|Refused|token", timeout=LOGIN_WAIT,
+    shown = wait_screen(m, ENROLL_RESULT, timeout=LOGIN_WAIT,
                         since=mark)
     assert "This terminal is enrolled" in shown, shown
     type_keys(m, "\r")

@@ -28,6 +28,7 @@ from tests.tools import require
 from tests.vm.e2e_gateway import Gateway
 from tests.vm.e2e_terminal import (
     BOOT,
+    ENROLL_RESULT,
     LOGIN,
     LOGIN_WAIT,
     PROMPT,
@@ -107,7 +108,7 @@ def test_enroll_with_a_token_typed_on_the_console(laptop: Machine, gateway: Gate
     capture(laptop, "enroll")
     mark = laptop.console_mark()
     type_keys(laptop, "\r")
-    shown = wait_screen(laptop, "This terminal is enrolled|Refused|token", timeout=LOGIN_WAIT,
+    shown = wait_screen(laptop, ENROLL_RESULT, timeout=LOGIN_WAIT,
                         since=mark)
     capture(laptop, "enrolled")
     assert "This terminal is enrolled" in shown, shown
@@ -132,6 +133,22 @@ def test_login_runs_a_command_on_the_upstream(laptop: Machine, auditor: Account,
     capture(laptop, "session-ended")
     assert LOGIN in shown
     gateway.wait_audit("session.end", auditor.name)
+
+
+def test_usb_keyboard_during_a_session_is_shown_and_reported(laptop: Machine, auditor: Account,
+                                                             gateway: Gateway) -> None:
+    session(laptop, auditor)
+    mark = laptop.console_mark()
+    laptop.qmp("device_add", driver="usb-kbd", id="e2e-kbd", bus="xhci.0")
+    try:
+        laptop.wait_for_console_text("a USB keyboard was connected", timeout=60, since=mark)
+        alert = gateway.wait_audit("terminal.alert", "usb-keyboard")
+        print(alert.data)
+    finally:
+        laptop.qmp("device_del", id="e2e-kbd")
+    m2 = laptop.console_mark()
+    type_keys(laptop, "exit\r")
+    wait_screen(laptop, "Session ended", since=m2, timeout=60)
 
 
 def test_wrong_password_and_wrong_code(laptop: Machine, auditor: Account) -> None:
