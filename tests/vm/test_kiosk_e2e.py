@@ -25,7 +25,7 @@ from tests.gateway.gwharness import Account, Sshd
 from tests.images import BuiltImage
 from tests.machine import Machine
 from tests.tools import require
-from tests.vm.e2e_gateway import Gateway
+from tests.vm.e2e_gateway import Gateway, upstream_sshd
 from tests.vm.e2e_terminal import (
     BOOT,
     ENROLL_RESULT,
@@ -45,11 +45,7 @@ pytestmark = pytest.mark.vm
 
 
 # -- fixtures ----------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
-    s = Sshd.start(tmp_path_factory.mktemp("upstream"))
-    yield s
-    s.stop()
+upstream = pytest.fixture(scope="module", name="upstream")(upstream_sshd)
 
 
 @pytest.fixture(scope="module")
