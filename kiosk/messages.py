@@ -37,7 +37,8 @@ def auth_message(data: dict[str, Any]) -> str:
         text = data.get("text") or ""
         base = AUTH_MESSAGES[code]
         # the gateway's own text adds detail (until when, retry after, the admin's message)
-        return base if not text or text in base else f"{base} {text}"
+        same = text.lower().strip(" .") in base.lower()
+        return base if not text or same else f"{base} {text}"
     if data.get("error") == "AgentError":
         return f"This terminal's attestation agent failed: {data.get('text')}"
     if data.get("error") in ("LinkError", "ProtocolError"):

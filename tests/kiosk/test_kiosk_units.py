@@ -173,3 +173,12 @@ def test_screens_fit(cols: int, rows: int) -> None:
     assert "Wrong user name" in joined and frame.cursor is not None
     msg = message_frame(MessageView("Locked", "Their message: " + notice), cols, rows)
     assert len(msg.lines) == rows and all(len(line.text) <= cols for line in msg.lines)
+
+
+def test_auth_messages_do_not_repeat_the_gateway() -> None:
+    from kiosk.messages import auth_message
+
+    assert auth_message({"code": "bad-password", "text": "wrong user name or password"}) == \
+        "Wrong user name or password."
+    locked_out = auth_message({"code": "locked-out", "text": "locked until 10:00 UTC"})
+    assert locked_out == "Too many failed log-ins for this user. locked until 10:00 UTC"

@@ -57,6 +57,7 @@ def enroll(m: Machine, token: str) -> str:
 def log_in(m: Machine, acc: Account, password: str | None = None,
            code: str | None = None) -> tuple[int, float]:
     """Type the three fields; returns (console mark, time of the Enter on the code)."""
+    type_keys(m, b"\x1b")                # Esc: an empty form, the user name field first
     wait_screen(m, LOGIN)
     type_keys(m, acc.name + "\r")
     type_keys(m, (password or acc.password) + "\r")
