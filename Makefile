@@ -41,6 +41,7 @@ bench: deps
 	$(PYTHON) tests/bench/lynis_bench.py
 	$(PYTHON) tests/bench/ssh_lib_bench.py
 	$(PYTHON) tests/bench/gateway_bench.py
+	$(PYTHON) tests/bench/kiosk_bench.py
 
 clean:
 	rm -rf build out bench-results.json
