@@ -41,6 +41,7 @@ bench: deps
 	$(PYTHON) tests/bench/lynis_bench.py
 	$(PYTHON) tests/bench/ssh_lib_bench.py
 	$(PYTHON) tests/bench/gateway_bench.py
+	$(PYTHON) tests/bench/kiosk_bench.py
 	$(PYTHON) tests/bench/fleet_bench.py
 
 clean:

@@ -16,6 +16,7 @@ DEPENDS = "python3 (>= 3.11), python3-cryptography, python3-paramiko, tpm2-tools
 COMMANDS = {
     "auditbox-kiosk": ("kiosk.main", "main"),
     "auditbox-attest": ("attestation.agent_cli", "main"),
+    "auditbox-attest-agent": ("attestation.agent_service", "main"),
 }
 
 WRAPPER = """#!/usr/bin/python3
@@ -53,7 +54,7 @@ def build_deb(log: BuildLog, work: Path, source_date_epoch: int | None) -> Path:
         f"Package: {PACKAGE}\nVersion: {__version__}\nArchitecture: all\n"
         f"Maintainer: auditbox <auditbox@localhost>\nDepends: {DEPENDS}\n"
         "Section: admin\nPriority: optional\n"
-        "Description: auditbox terminal: kiosk shell and attestation agent\n"
+        "Description: auditbox terminal: kiosk and attestation agent\n"
         " The only programs an auditbox terminal runs for its user.\n")
     for path in staging.rglob("*"):
         if path.is_file() and path.parent != bindir:

@@ -14,7 +14,7 @@ from pathlib import PurePosixPath
 from builder.overlay import render
 from builder.profile.model import Profile
 
-KIOSK_USER = "kiosk"                  # the account whose login shell is the kiosk
+KIOSK_USER = "kiosk"                  # the account the kiosk service runs as
 CMDLINE_FILE = "/etc/kernel/cmdline"  # the UKI's command line (before roothash=) in the tree
 
 

@@ -2,15 +2,17 @@
 
 It sits above the plan (data, builder/plan.py) and the rule engine (builder/rules/): the
 pipeline's own packages, the base overlays, the test access channel with its test-only
-packages (test profiles only), then every selected rule, all add to one BuildPlan.
+packages (test profiles only), the terminal's kiosk and agent (builder/terminal.py), then
+every selected rule, all add to one BuildPlan.
 """
 
 from __future__ import annotations
 
 from builder import rules
-from builder.plan import CMDLINE_FILE, KIOSK_USER, BuildPlan
+from builder.plan import CMDLINE_FILE, BuildPlan
 from builder.profile.model import Profile
 from builder.profile.required import check_required
+from builder.terminal import add_terminal
 
 # What the pipeline itself needs in every image: kernel, init, initrd tooling for
 # dm-verity, and what the terminal package (kiosk + attestation agent) depends on.
@@ -44,12 +46,7 @@ def _add_test_access(plan: BuildPlan) -> None:
                          "test/root-shell.service.j2", tty=tty)
         plan.units_enable.append(f"auditbox-test-shell@{tty}.service")
         plan.packages += [p for p in TEST_ACCESS_PACKAGES if p not in plan.packages]
-    if access.kiosk_tty:
-        tty = access.kiosk_tty
-        unit = f"serial-getty@{tty}.service" if tty.startswith("ttyS") else f"getty@{tty}.service"
-        plan.add_overlay(f"/etc/systemd/system/{unit}.d/50-auditbox-test-kiosk.conf",
-                         "test/kiosk-getty.conf.j2", tty=tty, user=KIOSK_USER)
-        plan.units_enable.append(unit)
+    # access.kiosk_tty moves the kiosk service to that tty (builder.terminal)
 
 
 def make_plan(profile: Profile) -> BuildPlan:
@@ -59,6 +56,7 @@ def make_plan(profile: Profile) -> BuildPlan:
     plan.modules_keep = list(profile.kernel.modules.allow)
     _add_base(plan)
     _add_test_access(plan)
+    add_terminal(plan)
     rules.apply_rules(profile, plan)
     # the profile's own tokens come after the rules': the kernel takes the last of repeated
     # parameters, so what the admin wrote wins (e.g. a test profile's loglevel)

@@ -39,6 +39,10 @@ class VMConfig:
     secure_boot: bool = False
     vars_file: Path | None = None               # OVMF varstore to start from (copied)
     extra_args: list[str] = field(default_factory=list)
+    # a disk of this many bytes holding the image (a temporary qcow2 overlay): free space
+    # after the image, as on a laptop, where systemd-repart makes the state partition
+    disk_bytes: int | None = None
+    tpm_state: Path | None = None               # keep the TPM here across runs (re-flash)
 
 
 def ovmf_file(name: str) -> Path:
@@ -80,8 +84,7 @@ class QemuVM:
                 "-no-user-config",
                 "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
                 "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}",
-                "-drive", f"if=virtio,format={self._format()},file={c.image.resolve()}"
-                          + (",snapshot=on" if c.snapshot else ""),
+                "-drive", self._drive(),
                 "-device", "virtio-rng-pci"]
         if c.secure_boot:
             argv += ["-global", "driver=cfi.pflash01,property=secure,value=on"]
@@ -105,9 +108,21 @@ class QemuVM:
     def _format(self) -> str:
         return "qcow2" if self.config.image.suffix == ".qcow2" else "raw"
 
+    def _drive(self) -> str:
+        c = self.config
+        if c.disk_bytes is None:
+            return (f"if=virtio,format={self._format()},file={c.image.resolve()}"
+                    + (",snapshot=on" if c.snapshot else ""))
+        overlay = self.state / "disk.qcow2"
+        if not overlay.exists():
+            subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", self._format(),
+                            "-b", str(c.image.resolve()), str(overlay), str(c.disk_bytes)],
+                           check=True)
+        return f"if=virtio,format=qcow2,file={overlay}"
+
     def _start_swtpm(self) -> None:
-        tpmstate = self.state / "tpm"
-        tpmstate.mkdir()
+        tpmstate = (self.config.tpm_state or self.state / "tpm").resolve()
+        tpmstate.mkdir(parents=True, exist_ok=True)
         sock = self.state / "swtpm.sock"
         self.swtpm = subprocess.Popen(
             ["swtpm", "socket", "--tpm2", "--tpmstate", f"dir={tpmstate}",

@@ -28,6 +28,8 @@ REPO = Path(__file__).resolve().parent.parent
 # each is a listener on a free port, so that two test runs can share the machine
 GATEWAY_PORT = 2222     # profiles/audit-laptop-test.yaml kiosk.gateway_port
 OTHER_PORT = 2223       # a port the egress filter must keep closed
+# the image on a bigger disk, as on a laptop: room for the state partition (systemd-repart)
+DISK_BYTES = 1 << 30
 # extra devices the attack tests use: USB controller, a parallel port, two display outputs
 TEST_VM_DEVICES = ["-device", "qemu-xhci,id=xhci", "-parallel", "null",
                    "-device", "virtio-gpu-pci,max_outputs=2"]
@@ -130,7 +132,8 @@ def _booted(image: BuiltImage, name: str, extra_args: list[str] | None = None,
             host_forwards: dict[int, int] | None = None) -> Iterator[Machine]:
     """Boot image until its test shell answers and systemd has settled; stop it after."""
     require(VM_TOOLS)
-    m = Machine(image.image, name=name, extra_args=extra_args, host_forwards=host_forwards)
+    m = Machine(image.image, name=name, extra_args=extra_args, host_forwards=host_forwards,
+                disk_bytes=DISK_BYTES)
     m.start()
     try:
         m.wait_for_shell()

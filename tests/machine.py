@@ -169,7 +169,8 @@ class Machine:
                  extra_args: list[str] | None = None, tpm: bool = True,
                  memory_mb: int = 2048, hostfwd: list[str] | None = None,
                  vars_file: Path | None = None, secure_boot: bool = False,
-                 host_forwards: dict[int, int] | None = None) -> None:
+                 host_forwards: dict[int, int] | None = None, disk_bytes: int | None = None,
+                 tpm_state: Path | None = None) -> None:
         self.name = name
         self.log_dir = (log_dir or logs_dir()).resolve()
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -181,7 +182,8 @@ class Machine:
             qmp=self.sockets / "qmp", hostfwd=hostfwd or [], secure_boot=secure_boot,
             vars_file=vars_file, extra_args=extra_args or [],
             guestfwd=[relay(guest, host) for guest, host in (host_forwards or {}).items()],
-            net_host=RELAY_HOST if host_forwards else None)
+            net_host=RELAY_HOST if host_forwards else None, disk_bytes=disk_bytes,
+            tpm_state=tpm_state)
         self.vm: QemuVM | None = None
         self.console: _SerialReader | None = None
         self.shell: _SerialReader | None = None

@@ -85,7 +85,7 @@ class FakeUser:
 
 def materialize(plan: BuildPlan, root: Path, *, packages: Iterable[str] = BASE_PACKAGES,
                 users: Iterable[FakeUser] = (FakeUser("kiosk", 1000,
-                                                      "/usr/bin/auditbox-kiosk"),)) -> Path:
+                                                      "/usr/sbin/nologin"),)) -> Path:
     """Write plan into root like the pipeline: files, units, module removal, dpkg status."""
     for d in ("usr/lib", "usr/bin", "usr/sbin", "etc/systemd/system", "var/lib/dpkg", "dev"):
         (root / d).mkdir(parents=True, exist_ok=True)

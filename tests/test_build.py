@@ -81,7 +81,7 @@ def test_test_tree_has_the_test_channel(tree_host: Any) -> None:
 
 
 TEST_MARKER = "grep -rl 'TEST ONLY' /etc /usr/lib/systemd"   # overlays/test/* carry it
-KIOSK_DROP_IN = "/etc/systemd/system/serial-getty@ttyS0.service.d"
+KIOSK_UNIT = "/etc/systemd/system/auditbox-kiosk.service"     # the test image moves it
 
 
 def test_production_tree_has_no_test_channel(prod_tree_host: Any, prod_image: BuiltImage,
@@ -89,12 +89,13 @@ def test_production_tree_has_no_test_channel(prod_tree_host: Any, prod_image: Bu
     # positive control: the same probes find the channel in the test tree
     found = tree_host.run(TEST_MARKER)
     assert found.rc == 0 and found.stdout.strip(), found.stdout + found.stderr
-    assert tree_host.file(KIOSK_DROP_IN).exists
+    assert "TTYPath=/dev/ttyS0" in tree_host.file(KIOSK_UNIT).content_string
     assert any(test_image.manifest["profile"]["test_access"].values())
     # grep exits 1 for "no match"; anything else (2: an error, 125-127: no chroot) is no answer
     clean = prod_tree_host.run(TEST_MARKER)
     assert clean.rc == 1 and clean.stdout == "", (clean.rc, clean.stdout, clean.stderr)
-    assert not prod_tree_host.file(KIOSK_DROP_IN).exists
+    kiosk = prod_tree_host.file(KIOSK_UNIT).content_string
+    assert "TTYPath=/dev/tty1" in kiosk and "ttyS" not in kiosk
     assert not any(prod_image.manifest["profile"].get("test_access", {}).values())
     assert tree_host.package("python3").is_installed      # the package probe answers
     assert not prod_tree_host.package("openssh-server").is_installed
@@ -107,10 +108,32 @@ def test_tree_packages_match_manifest(tree_host: Any, test_image: BuiltImage) ->
 
 
 def test_terminal_package_commands(tree_host: Any) -> None:
-    for command in ("/usr/bin/auditbox-kiosk", "/usr/bin/auditbox-attest"):
+    for command in ("/usr/bin/auditbox-kiosk", "/usr/bin/auditbox-attest",
+                    "/usr/bin/auditbox-attest-agent"):
         f = tree_host.file(command)
         assert f.exists and f.mode == 0o755
     assert tree_host.run("python3 /usr/bin/auditbox-attest --help").rc == 0
+
+
+KIOSK_ON_DEBIAN = """
+import sys
+sys.path.insert(0, "/usr/lib/auditbox/python")
+import paramiko, cryptography
+import kiosk.app, kiosk.main, kiosk.workers, attestation.agent_service
+from kiosk.screens import Field, LoginView, Status, login_frame
+frame = login_frame(LoginView("b", "n", Status(), [Field("User name")]), 80, 24)
+print(sys.version_info[:2], paramiko.__version__, cryptography.__version__, len(frame.lines))
+print(sorted(m for m in sys.modules if m.split(".")[0] in ("builder", "gateway")))
+"""
+
+
+def test_kiosk_runs_on_the_images_own_python(tree_host: Any) -> None:
+    """kiosk/ and the agent on Debian 13's python3, python3-paramiko, python3-cryptography
+    (the image's, not this checkout's), importing nothing of builder/ or gateway/."""
+    out = tree_host.check_output("python3 -c %s", KIOSK_ON_DEBIAN)
+    versions, imported = out.splitlines()
+    assert versions.startswith("(3, 13)") and versions.endswith(" 24"), versions
+    assert imported == "[]"
 
 
 def test_production_build_is_reproducible(prod_image: BuiltImage, tmp_path: Path) -> None:

@@ -225,7 +225,10 @@ def test_default_plan_content() -> None:
     assert {"openssh-server", "sudo", "cups"} <= set(plan.packages_absent)
     # units
     assert {"usbguard.service", "nftables.service", "auditbox-modules-lock.service",
-            "getty@tty1.service", "auditbox-vt-lock.service"} <= set(plan.units_enable)
+            "auditbox-kiosk.service", "auditbox-vt-lock.service"} <= set(plan.units_enable)
+    assert {"getty@.service", "serial-getty@.service", "autovt@.service"} <= set(
+        plan.units_mask)
+    assert not any(u.startswith(("getty@", "serial-getty@")) for u in plan.units_enable)
     assert {"ctrl-alt-del.target", "debug-shell.service", "suspend.target"} <= set(
         plan.units_mask)
     # sysctl, logind, usbguard, udev
@@ -248,10 +251,12 @@ def test_default_plan_content() -> None:
     assert 'KERNEL=="card[0-9]*-eDP-*", GOTO="auditbox_drm_end"' in udev
     assert 'KERNEL=="card[0-9]*-Virtual-1", GOTO="auditbox_drm_end"' in udev
     assert 'ATTR{status}="off"' in udev
-    # kiosk
-    autologin = file_text(plan,
-                          "/etc/systemd/system/getty@tty1.service.d/auditbox-kiosk-autologin.conf")
-    assert "--autologin kiosk" in autologin
+    # kiosk: a service on tty1 as the kiosk user, restarted always, no start limit
+    unit = file_text(plan, "/etc/systemd/system/auditbox-kiosk.service")
+    for line in ("TTYPath=/dev/tty1", "User=kiosk", "Restart=always", "StartLimitIntervalSec=0",
+                 "TTYVTDisallocate=yes", "Environment=TERM=linux PYTHONDONTWRITEBYTECODE=1",
+                 "IPAddressDeny=any", f"IPAddressAllow={GATEWAY}", "CapabilityBoundingSet="):
+        assert line in unit.splitlines(), line
     assert file_text(plan, "/etc/systemd/system-generators/systemd-getty-generator") == ""
     assert "pam_wheel.so use_uid" in file_text(plan, "/etc/pam.d/su")
     assert "CtrlAltDelBurstAction=none" in file_text(
@@ -288,13 +293,13 @@ def test_test_profile_differs_only_by_lynis_and_its_ps() -> None:
     assert set(make_plan(p).packages) - set(make_plan(profile()).packages) == {"lynis", "procps"}
     assert "debug-shell.service" in plan.units_mask
     assert plan.cmdline == prod.cmdline and plan.units_mask == prod.units_mask
+    # no getty is allowed in either image; the test image's kiosk moves to ttyS0
     gettys = _check(p, "no-other-vts:check_only1:no-other-gettys:vm")
-    vm = FakeVM({"out=": (0, "")})
-    gettys.run(vm)
-    assert "serial-getty@ttyS1.service" in vm.seen[0]
-    prod_vm = FakeVM({"out=": (0, "")})
-    _check(profile(), gettys.name).run(prod_vm)
-    assert "ttyS1" not in prod_vm.seen[0] and "getty@tty1.service" in prod_vm.seen[0]
+    gettys.run(FakeVM({"out=": (0, "")}))
+    with pytest.raises(AssertionError):
+        gettys.run(FakeVM({"out=": (1, "serial-getty@ttyS0.service\n")}))
+    assert "TTYPath=/dev/ttyS0" in file_text(plan, "/etc/systemd/system/auditbox-kiosk.service")
+    assert "TTYPath=/dev/tty1" in file_text(prod, "/etc/systemd/system/auditbox-kiosk.service")
 
 
 def test_gateway_name_needs_resolvers() -> None:
@@ -570,7 +575,7 @@ def _mutations() -> list[tuple[str, Callable[[Path], None], str]]:
         ("setgid-file", setgid_back, "setid-minimal:setid-files:static"),
         ("networkd-unguarded", networkd_without_firewall,
          "network-fail-closed:systemd_unit:dropin:systemd-networkd.service:static"),
-        ("kiosk-shell", kiosk_shell, "kiosk-autologin:check_only:kiosk-account:static"),
+        ("kiosk-shell", kiosk_shell, "kiosk-service:check_only:kiosk-account:static"),
         ("udev-missing", drop_udev, "drm-connectors-off:udev_rule:udev:static"),
     ]
 
