@@ -86,6 +86,7 @@ class PtySession:
         self.end_reason = "closed"
         self.done = asyncio.Event()
         self._ending = False
+        self._own_lock_pending = False   # writing its own lock (budget, rule): ends itself next
         self._last_notice = 0.0
         self._tasks: list[asyncio.Task[None]] = []
         self.row_started = False
@@ -229,11 +230,15 @@ class PtySession:
             return None
 
         try:
+            if rule.action == "lock":
+                self._own_lock_pending = True
             lock_id = await asyncio.to_thread(write)
         except StoreError:
             lock_id = None
             if rule.action != "lock":
                 return
+        finally:
+            self._own_lock_pending = False
         if rule.action == "lock":
             del lock_id
             await self.end(f"auditbox: session locked by rule {rule.id}: "
@@ -241,10 +246,14 @@ class PtySession:
 
     async def _daily_exhausted(self) -> None:
         until = budget.next_utc_midnight(time.time())
-        with contextlib.suppress(StoreError):
-            await asyncio.to_thread(
-                locks.add_lock, self.store, self.auditor, "user", self.who.user,
-                "daily output budget reached", "rule:budget", until - time.time())
+        self._own_lock_pending = True
+        try:
+            with contextlib.suppress(StoreError):
+                await asyncio.to_thread(
+                    locks.add_lock, self.store, self.auditor, "user", self.who.user,
+                    "daily output budget reached", "rule:budget", until - time.time())
+        finally:
+            self._own_lock_pending = False
         await self.end(budget.DAILY_MESSAGE, "budget-daily", locked="user")
 
     def _throttled(self, wait: float) -> None:
@@ -257,6 +266,10 @@ class PtySession:
 
     # -- ending -----------------------------------------------------------------------------
     async def _end_live(self, message: str, reason: str, locked: str | None) -> None:
+        if self._own_lock_pending:
+            # the lock being enforced is (at the latest) the one this session is writing for
+            # itself; it ends with its own, more specific message as soon as that is committed
+            return
         await self.end(message, reason, locked)
 
     async def end(self, message: str, reason: str, locked: str | None = None) -> None:

@@ -41,8 +41,10 @@ class LoginForm:
     fields: list[Field] = field(default_factory=lambda: [
         Field("User name"), Field("Password", secret=True), Field("One-time code", secret=True)])
     focus: int = 0
+    discard_code: bool = False      # the password was refused while the code was typed
 
     def clear(self, keep_user: bool = False) -> None:
+        self.discard_code = False
         for i, f in enumerate(self.fields):
             if not (keep_user and i == 0):
                 f.value = ""
@@ -248,6 +250,11 @@ class Kiosk:
                 self._give_password()
             if password or not enter:
                 form.focus = 2
+        elif form.discard_code:
+            if enter:
+                form.discard_code = False
+                form.fields[2].value = ""
+                form.focus = 1
         elif enter and not (user and password):
             form.focus = 0 if not user else 1
         elif enter and code:
@@ -368,7 +375,14 @@ class Kiosk:
     def _login_failed(self, data: dict[str, Any]) -> None:
         self.attempt = None
         self.busy = False
+        typing_code = self.form.focus == 2 and data["error"] == "BadPassword"
         self.form.clear(keep_user=True)
+        if typing_code:
+            # the password was refused while the code was being typed: the rest of the
+            # code stays in the code field and its Enter only goes back to the password,
+            # so a one-time code is never sent as a password (and never counts a failure)
+            self.form.focus = 2
+            self.form.discard_code = True
         if data["error"] == "AttestationRefused" and data.get("step") == "enrollment":
             try:
                 self.agent.mark_enrolled(None)
