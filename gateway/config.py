@@ -14,6 +14,7 @@ import base64
 import binascii
 import dataclasses
 import difflib
+import hashlib
 import re
 import socket
 import textwrap
@@ -484,6 +485,7 @@ class Config:
     log: LogConfig
     web: WebConfig | None = None       # None: no `web:` section, no console
     path: Path | None = None           # the file it was loaded from (None: defaults)
+    sha256: str = ""                   # of that file's bytes (audited at start when it changes)
     lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     def where(self, key: str) -> InputError:
@@ -716,7 +718,7 @@ def _build(cls: type[Any], prefix: str, values: dict[str, Any], base: Path) -> A
              "WebConfig | None": WebConfig}
     kwargs: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
-        if f.name in ("path", "lines"):
+        if f.name in ("path", "sha256", "lines"):
             continue
         key = _join(prefix, f.name)
         if key in BY_KEY:
@@ -778,11 +780,15 @@ def load_config(path: Path | str) -> Config:
     """Load and validate gateway.yaml; raise InputError (FILE:LINE: key: ...) on any problem."""
     path = Path(path)
     tree = load_yaml(path, what="gateway config")
+    try:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as exc:       # load_yaml read it a moment ago
+        raise InputError(f"cannot read the gateway config: {exc.strerror}", file=path) from None
     loader = _Loader(path.absolute().parent)
     values: dict[str, Any] = {}
     loader.group(tree, "", SETTINGS, "", values)
     cfg: Config = _build(Config, "", values, loader.base)
-    cfg = dataclasses.replace(cfg, path=path, lines=loader.lines,
+    cfg = dataclasses.replace(cfg, path=path, sha256=digest, lines=loader.lines,
                               web=cfg.web if "web" in loader.lines else None)
     _cross_checks(cfg)
     return cfg

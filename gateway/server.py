@@ -637,9 +637,29 @@ async def start(cfg: Config, store: Store, auditor: Auditor) -> tuple[Any, Servi
     svc.metrics.bind(sessions=lambda: len(svc.registry), connections=lambda: len(svc.connections),
                      attested=lambda: sum(1 for c in svc.connections if c.attested),
                      store_ok=lambda: svc.store_ok, listening=lambda: watcher.listening)
+    previous = await asyncio.to_thread(_last_config_sha256, store, svc.replica)
     await svc.audit("gateway.start", "system", replica=svc.replica,
-                    listen=f"{cfg.listen.address}:{cfg.listen.port}", pid=os.getpid())
+                    listen=f"{cfg.listen.address}:{cfg.listen.port}", pid=os.getpid(),
+                    config=str(cfg.path.absolute()) if cfg.path else None,
+                    config_sha256=cfg.sha256 or None)
+    if previous and cfg.sha256 and previous != cfg.sha256:
+        log.warning("the configuration changed since this replica's last start "
+                    "(sha256 %s..., was %s...)", cfg.sha256[:12], previous[:12])
+        await svc.audit("config.changed", "system", replica=svc.replica,
+                        config=str(cfg.path.absolute()) if cfg.path else None,
+                        previous_sha256=previous, config_sha256=cfg.sha256)
     return server, svc, watcher
+
+
+def _last_config_sha256(store: Store, replica: str) -> str | None:
+    """The config digest this replica recorded at its last start (None: never recorded)."""
+    try:
+        for e in store.audit_latest("gateway.start", 200):
+            if e.data.get("replica") == replica and e.data.get("config_sha256"):
+                return str(e.data["config_sha256"])
+    except StoreError:
+        pass
+    return None
 
 
 def _health(svc: Service, watcher: LockWatcher) -> tuple[bool, dict[str, Any]]:

@@ -375,3 +375,7 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def audit_tail(self, n: int) -> list[AuditEntry]:
         """The last n entries, oldest first."""
+
+    @abc.abstractmethod
+    def audit_latest(self, event: str, n: int) -> list[AuditEntry]:
+        """The last n entries of kind ``event``, newest first."""

@@ -175,3 +175,5 @@ CREATE TABLE IF NOT EXISTS audit (
     prev_hash TEXT NOT NULL,
     hash      TEXT NOT NULL
 );
+-- the newest entries of one kind (gateway.start at start-up, console filters)
+CREATE INDEX IF NOT EXISTS audit_event ON audit (event, seq);

@@ -575,5 +575,11 @@ class SqlStore(Store):
             rows = tx.all(f"SELECT {_AUDIT_COLS} FROM audit ORDER BY seq DESC LIMIT ?", n)
         return [_audit(r) for r in reversed(rows)]
 
+    def audit_latest(self, event: str, n: int) -> list[AuditEntry]:
+        with self._tx(False) as tx:
+            rows = tx.all(f"SELECT {_AUDIT_COLS} FROM audit WHERE event = ? "
+                          "ORDER BY seq DESC LIMIT ?", event, n)
+        return [_audit(r) for r in rows]
+
 
 __all__ = ["SqlStore", "StoreConflict", "StoreError", "Tx"]
