@@ -54,6 +54,10 @@ class Kind(Enum):
     RULES = "list of rule mappings"
 
 
+# Config fields that describe where the configuration came from, not settings
+LOAD_FIELDS = ("path", "sha256", "lines")
+
+
 @dataclass(frozen=True)
 class Setting:
     key: str
@@ -485,7 +489,7 @@ class Config:
     log: LogConfig
     web: WebConfig | None = None       # None: no `web:` section, no console
     path: Path | None = None           # the file it was loaded from (None: defaults)
-    sha256: str = ""                   # of that file's bytes (audited at start when it changes)
+    sha256: str = field(default="", compare=False)  # of that file's bytes (audited at start)
     lines: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     def where(self, key: str) -> InputError:
@@ -718,7 +722,7 @@ def _build(cls: type[Any], prefix: str, values: dict[str, Any], base: Path) -> A
              "WebConfig | None": WebConfig}
     kwargs: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
-        if f.name in ("path", "sha256", "lines"):
+        if f.name in LOAD_FIELDS:
             continue
         key = _join(prefix, f.name)
         if key in BY_KEY:

@@ -109,6 +109,10 @@ class PostgresStore(SqlStore):
     def _lock_audit(self, tx: Tx) -> None:
         tx.all("SELECT pg_advisory_xact_lock(?)", AUDIT_LOCK)
 
+    def _has_meta(self, tx: Tx) -> bool:
+        row = tx.one("SELECT to_regclass('meta') IS NOT NULL")
+        return bool(row and row[0])
+
     def _locks_changed(self, tx: Tx) -> None:
         super()._locks_changed(tx)
         tx.run("NOTIFY auditbox_locks")

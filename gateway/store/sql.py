@@ -36,7 +36,7 @@ from .base import (
     User,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2     # 2: audit_event index
 SCHEMA = Path(__file__).with_name("schema.sql")
 SCOPES = ("user", "source")
 AUDIT_PAGE = 1000
@@ -144,20 +144,44 @@ class SqlStore(Store):
     def _lock_schema(self, tx: Tx) -> None:
         """Serialize schema creation between processes (PostgreSQL: an advisory lock)."""
 
+    def _schema_version(self) -> int | None:
+        """The store's schema version; None for a new store (no meta table yet)."""
+        try:
+            with self._tx(False) as tx:
+                row = tx.one("SELECT value FROM meta WHERE key = 'schema_version'")
+        except StoreError:
+            return None
+        return int(row[0]) if row else None
+
     def _init_schema(self, dialect: dict[str, str]) -> None:
+        # A store at this version is opened with no DDL: CREATE INDEX IF NOT EXISTS still
+        # takes its table's SHARE lock, and every CLI call and replica opens the store while
+        # others append (found as a deadlock between an open and a lock's transaction)
+        if self._schema_version() == SCHEMA_VERSION:
+            return
         with self._tx() as tx:
             self._lock_schema(tx)
+            row = tx.one("SELECT value FROM meta WHERE key = 'schema_version'") \
+                if self._has_meta(tx) else None
+            if row is not None and int(row[0]) > SCHEMA_VERSION:
+                raise StoreError(f"store schema version {row[0]} is newer than "
+                                 f"{SCHEMA_VERSION}; this auditbox cannot use it")
+            # new store, or an older one: every change so far is an added table or index,
+            # so the idempotent statements bring it up to date
             for stmt in schema_statements(dialect):
                 tx.run(stmt)
-            row = tx.one("SELECT value FROM meta WHERE key = 'schema_version'")
             if row is None:
                 tx.run("INSERT INTO meta (key, value) VALUES ('schema_version', ?)",
                        str(SCHEMA_VERSION))
-            elif int(row[0]) != SCHEMA_VERSION:
-                raise StoreError(f"store schema version {row[0]} is not {SCHEMA_VERSION}; "
-                                 "this auditbox cannot use it")
+            elif int(row[0]) < SCHEMA_VERSION:
+                tx.run("UPDATE meta SET value = ? WHERE key = 'schema_version'",
+                       str(SCHEMA_VERSION))
             tx.run("INSERT INTO counters (name, value) VALUES ('locks', 0) "
                    "ON CONFLICT (name) DO NOTHING")
+
+    @abc.abstractmethod
+    def _has_meta(self, tx: Tx) -> bool:
+        """Whether the meta table exists (inside tx, without failing it)."""
 
     # -- users ---------------------------------------------------------------------------
     def add_user(self, user: User) -> None:

@@ -58,6 +58,10 @@ class SqliteStore(SqlStore):
             os.close(fd)
         self._init_schema(DIALECT)
 
+    def _has_meta(self, tx: Tx) -> bool:
+        return tx.one("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'") \
+            is not None
+
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is not None:

@@ -159,7 +159,7 @@ def test_table_and_dataclasses_agree() -> None:
         out: set[str] = set()
         hints = {f.name: f.type for f in dataclasses.fields(cls)}
         for f in dataclasses.fields(cls):
-            if f.name in ("path", "lines"):
+            if f.name in c.LOAD_FIELDS:
                 continue
             key = f"{prefix}{f.name}"
             nested = getattr(c, str(hints[f.name]).removesuffix(" | None"), None)

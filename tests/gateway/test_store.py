@@ -397,6 +397,28 @@ def test_schema_version_mismatch_refused(store_url: str, store: Store) -> None:
         open_store(store_url)
 
 
+def test_older_schema_is_brought_up_to_date(store_url: str, store: Store) -> None:
+    """A version-1 store (no audit_event index) is upgraded when opened; a current one is
+    opened without DDL (an open must not take table locks while replicas write)."""
+    with store._tx() as tx:  # type: ignore[attr-defined]
+        tx.run("DROP INDEX audit_event")
+        tx.run("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    s2 = open_store(store_url)
+    try:
+        with s2._tx(False) as tx:  # type: ignore[attr-defined]
+            assert tx.one("SELECT value FROM meta WHERE key = 'schema_version'")[0] == \
+                str(sqlmod.SCHEMA_VERSION)
+            assert tx.all("SELECT seq FROM audit WHERE event = ? ORDER BY seq DESC", "x") == []
+    finally:
+        s2.close()
+    with store._tx() as tx:  # type: ignore[attr-defined]
+        tx.run("DROP INDEX audit_event")          # current version: nothing re-made on open
+    open_store(store_url).close()
+    with pytest.raises(StoreError):
+        with store._tx() as tx:  # type: ignore[attr-defined]
+            tx.run("DROP INDEX audit_event")
+
+
 def test_postgres_unreachable_is_store_error(pg_server: PgServer) -> None:
     from tests.gateway.pg import free_port
 
