@@ -117,8 +117,16 @@ class Tpm2Backend:
         persistent = self._persistent()
         ek_pub, ak_pub = st / "ek.pub", st / "ak.pub"
         if self.ek_handle not in persistent:
-            self.run("tpm2_createek", "-c", hex(self.ek_handle), "-G", "rsa",
-                     "-u", str(ek_pub), "-f", "tss")
+            try:
+                self.run("tpm2_createek", "-c", hex(self.ek_handle), "-G", "rsa",
+                         "-u", str(ek_pub), "-f", "tss")
+            except BackendError:
+                # another process (the agent service and `auditbox-attest enroll` on one
+                # boot) persisted it first: use that one
+                if self.ek_handle not in self._persistent():
+                    raise
+                self.run("tpm2_readpublic", "-c", hex(self.ek_handle), "-o", str(ek_pub),
+                         "-f", "tss")
         else:
             self.run("tpm2_readpublic", "-c", hex(self.ek_handle), "-o", str(ek_pub), "-f", "tss")
         if self.ak_handle not in persistent:
@@ -131,9 +139,17 @@ class Tpm2Backend:
                              "-g", "sha256", "-u", str(ak_pub), "-n", os.path.join(tmp, "n"),
                              "-r", os.path.join(tmp, "priv"), "-f", "tss")
                     self.run("tpm2_evictcontrol", "-C", "o", "-c", ctx, hex(self.ak_handle))
+                    made = True
+                except BackendError:
+                    if self.ak_handle not in self._persistent():
+                        raise
+                    made = False             # persisted by another process meanwhile
                 finally:
                     self._flush("-t")
                     self._flush("-s")
+            if not made:
+                self.run("tpm2_readpublic", "-c", hex(self.ak_handle), "-o", str(ak_pub),
+                         "-f", "tss")
         else:
             self.run("tpm2_readpublic", "-c", hex(self.ak_handle), "-o", str(ak_pub), "-f", "tss")
         return ek_pub.read_bytes(), ak_pub.read_bytes()

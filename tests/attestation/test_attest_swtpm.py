@@ -354,3 +354,23 @@ def test_tpm_without_ek_certificate_needs_the_explicit_switch(bare_swtpm: str, e
     record = _enroll(backend, EnrollmentPolicy(ek_ca_bundle=load_ca_bundle(ek_ca.bundle),
                                                allow_ek_without_cert=True))
     assert record["ek_cert"] == "allowed-without" and record["status"] == "active"
+
+
+def test_keys_persisted_by_another_process_meanwhile_are_used(swtpm: str, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    """On a booted terminal the agent service and `auditbox-attest enroll` can both find no
+    EK/AK and race to persist them: the loser reads the winner's keys instead of failing."""
+    first = Tpm2Backend(tmp_path / "a", tcti=swtpm)
+    ek, ak = first.ensure_keys()
+    second = Tpm2Backend(tmp_path / "b", tcti=swtpm)
+    seen: list[set[int]] = []
+    real = Tpm2Backend._persistent
+
+    def stale(self: Tpm2Backend) -> set[int]:
+        handles = real(self)
+        seen.append(handles)
+        return set() if len(seen) == 1 else handles     # the first look predates the winner
+    monkeypatch.setattr(Tpm2Backend, "_persistent", stale)
+    assert second.ensure_keys() == (ek, ak)
+    assert len(seen) == 3                               # the look, then one per lost race
