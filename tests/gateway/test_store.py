@@ -414,9 +414,8 @@ def test_older_schema_is_brought_up_to_date(store_url: str, store: Store) -> Non
     with store._tx() as tx:  # type: ignore[attr-defined]
         tx.run("DROP INDEX audit_event")          # current version: nothing re-made on open
     open_store(store_url).close()
-    with pytest.raises(StoreError):
-        with store._tx() as tx:  # type: ignore[attr-defined]
-            tx.run("DROP INDEX audit_event")
+    with pytest.raises(StoreError), store._tx() as tx:  # type: ignore[attr-defined]
+        tx.run("DROP INDEX audit_event")
 
 
 def test_postgres_unreachable_is_store_error(pg_server: PgServer) -> None:
