@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import paramiko
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -254,6 +255,19 @@ class World:
         link.close()
         return agent
 
+    def attested_shell(self, name: str) -> tuple[GatewayLink, Any, Account]:
+        """Soft terminal ``name`` enrolled, a new user logged in and attested, and a shell
+        that has answered: (link, channel, account)."""
+        agent = self.enroll_soft(name)
+        acc = self.add_user()
+        link = self.link()
+        link.login(acc.name, acc.password, acc.code())
+        link.attest(agent)
+        chan = link.open_shell()
+        chan.send(b"echo shell-$((40+2))\n")
+        read_until(chan, b"shell-42")
+        return link, chan, acc
+
     def wait_event(self, event: str, actor: str | None = None,
                    timeout: float = 10) -> Any:
         """The newest audit entry ``event`` (of ``actor``), waiting for it to be written."""
@@ -269,6 +283,20 @@ class World:
     def audit_events(self, event: str | None = None) -> list[Any]:
         with self.store() as s:
             return [e for e in s.audit_entries() if event is None or e.event == event]
+
+
+def read_until(chan: paramiko.Channel, marker: bytes, timeout: float = 15) -> bytes:
+    chan.settimeout(timeout)
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while marker not in buf:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{marker!r} not seen; got {buf[-300:]!r}")
+        data = chan.recv(65536)
+        if not data:
+            raise AssertionError(f"channel closed before {marker!r}; got {buf[-300:]!r}")
+        buf += data
+    return buf
 
 
 def have_sshd() -> bool:

@@ -26,21 +26,13 @@ from kiosk.gateway_link import (
 )
 from kiosk.protocol import b64
 from tests.gateway.fleetharness import Fleet, metric_value
-from tests.gateway.gwharness import AUDITBOX, REPO, World
+from tests.gateway.gwharness import AUDITBOX, REPO, World, read_until
 from tests.gateway.ssh.test_server_lock import lock_created, unlock_all
-from tests.gateway.ssh.test_server_login import read_until
 
 
 def shell_on(w: World, name: str) -> tuple[GatewayLink, object, str]:
     """An attested terminal with a shell straight on replica ``w``; (link, chan, user)."""
-    agent = w.enroll_soft(name)
-    acc = w.add_user()
-    link = w.link()
-    link.login(acc.name, acc.password, acc.code())
-    link.attest(agent)
-    chan = link.open_shell()
-    chan.send(b"echo ready-$((1+1))\n")
-    read_until(chan, b"ready-2")
+    link, chan, acc = w.attested_shell(name)
     return link, chan, acc.name
 
 

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.gateway.fleetharness import metric_value
-from tests.gateway.gwharness import World, free_port, wait_port
-from tests.gateway.ssh.test_server_login import read_until
+from tests.gateway.gwharness import World, free_port, read_until, wait_port
 
 
 @pytest.fixture(scope="module")
@@ -41,14 +40,7 @@ def scrape(port: int, path: str = "/metrics") -> str:
 def test_throttling_alerts_and_live_sessions_are_counted(metered: tuple[World, int],
                                                          tmp_path: Path) -> None:
     w, port = metered
-    agent = w.enroll_soft("metered")
-    acc = w.add_user()
-    link = w.link()
-    link.login(acc.name, acc.password, acc.code())
-    link.attest(agent)
-    chan = link.open_shell()
-    chan.send(b"echo open-$((2*3))\n")
-    read_until(chan, b"open-6")
+    link, chan, acc = w.attested_shell("metered")
     assert metric_value(scrape(port), "auditbox_live_sessions") == 1
     chan.send(b"head -c 40000 /dev/zero | tr '\\0' x; echo; echo done-$((3*3))\n")
     read_until(chan, b"done-9", timeout=60)

@@ -7,8 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.gateway.gwharness import Sshd, World, ed25519_openssh, fresh_world
-from tests.gateway.ssh.test_server_login import read_until
+from tests.gateway.gwharness import Sshd, World, ed25519_openssh, fresh_world, read_until
 from tests.gateway.ssh.test_server_session import drain, shell
 
 

@@ -22,7 +22,6 @@ import pytest
 
 from gateway import audit, recording
 from tests.gateway.gwharness import Sshd, World, fresh_world
-from tests.gateway.ssh.test_server_login import read_until
 
 TOTAL = 10_000
 TIME_LIMIT = 420.0
@@ -122,14 +121,7 @@ def robust_world(sshd: Sshd, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 
 def _login_shell_works(w: World, name: str) -> None:
-    agent = w.enroll_soft(name)
-    acc = w.add_user()
-    link = w.link()
-    link.login(acc.name, acc.password, acc.code())
-    link.attest(agent)
-    chan = link.open_shell()
-    chan.send(b"echo still-serving-$((6*7))\n")
-    read_until(chan, b"still-serving-42")
+    link, _chan, _acc = w.attested_shell(name)
     link.close()
 
 

@@ -17,8 +17,7 @@ from attestation.tpm2 import Tpm2Backend
 from attestation.tpm_structs import TPM_ALG_SHA256
 from kiosk.gateway_link import AttestationRefused, BackendAgent, BadToken
 from tests.attestation.attest_helpers import build_log, encode_log
-from tests.gateway.gwharness import Sshd, World, fresh_world
-from tests.gateway.ssh.test_server_login import read_until
+from tests.gateway.gwharness import Sshd, World, fresh_world, read_until
 from tests.gateway.swtpm import start_swtpm
 from tests.tools import require
 

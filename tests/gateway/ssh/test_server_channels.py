@@ -11,8 +11,7 @@ import pytest
 
 from kiosk import protocol
 from kiosk.gateway_link import GatewayLink
-from tests.gateway.gwharness import World
-from tests.gateway.ssh.test_server_login import read_until
+from tests.gateway.gwharness import World, read_until
 
 
 @pytest.fixture(scope="module")

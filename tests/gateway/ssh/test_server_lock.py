@@ -9,8 +9,7 @@ import time
 import pytest
 
 from kiosk.gateway_link import AttestationRefused, Locked
-from tests.gateway.gwharness import AUDITBOX, REPO, World
-from tests.gateway.ssh.test_server_login import read_until
+from tests.gateway.gwharness import AUDITBOX, REPO, World, read_until
 
 
 def lock(world: World, kind: str, target: str, reason: str, ttl: str | None = None) -> None:

@@ -16,21 +16,7 @@ from kiosk.gateway_link import (
     LinkError,
     LockedOut,
 )
-from tests.gateway.gwharness import Account, World, ed25519_openssh
-
-
-def read_until(chan: paramiko.Channel, marker: bytes, timeout: float = 15) -> bytes:
-    chan.settimeout(timeout)
-    buf = b""
-    deadline = time.monotonic() + timeout
-    while marker not in buf:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{marker!r} not seen; got {buf[-300:]!r}")
-        data = chan.recv(65536)
-        if not data:
-            raise AssertionError(f"channel closed before {marker!r}; got {buf[-300:]!r}")
-        buf += data
-    return buf
+from tests.gateway.gwharness import Account, World, ed25519_openssh, read_until
 
 
 def login_shell(world: World, acc: Account | None = None) -> tuple[GatewayLink, paramiko.Channel]:

@@ -11,10 +11,9 @@ import pytest
 
 from gateway import budget, recording
 from kiosk.gateway_link import BackendAgent, BadCode, BadToken, LockedOut, Unavailable
-from tests.gateway.gwharness import Sshd, World, fresh_world
+from tests.gateway.gwharness import Sshd, World, fresh_world, read_until
 from tests.gateway.pg import PgServer
 from tests.gateway.ssh.test_server_lock import lock, lock_created
-from tests.gateway.ssh.test_server_login import read_until
 from tests.gateway.ssh.test_server_session import drain
 
 
@@ -95,15 +94,8 @@ def test_lock_within_a_second_on_postgres(pg_world: World) -> None:
 
 def test_store_down_fails_closed(pg_server: PgServer, pg_world: World) -> None:
     w = pg_world
-    agent = w.enroll_soft("pg-down")
-    acc = w.add_user()
+    link, chan, _acc = w.attested_shell("pg-down")
     later = w.add_user()
-    link = w.link()
-    link.login(acc.name, acc.password, acc.code())
-    link.attest(agent)
-    chan = link.open_shell()
-    chan.send(b"echo up\n")
-    read_until(chan, b"up")
     pg_ctl = str(pg_server.bindir / "pg_ctl")
     pg_server._run(pg_ctl, "stop", "-D", str(pg_server.data), "-m", "fast", "-w")
     try:

@@ -13,8 +13,7 @@ import pytest
 
 from gateway import budget, recording
 from kiosk.gateway_link import GatewayLink, Locked
-from tests.gateway.gwharness import Account, Sshd, World, fresh_world
-from tests.gateway.ssh.test_server_login import read_until
+from tests.gateway.gwharness import Account, Sshd, World, fresh_world, read_until
 
 
 def shell(world: World, name: str) -> tuple[GatewayLink, paramiko.Channel, Account]:
