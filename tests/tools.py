@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
 
 import pytest
 
@@ -21,3 +23,16 @@ def require(tools: tuple[str, ...], need_root: bool = True) -> None:
         if os.environ.get("CI"):
             pytest.fail(f"CI cannot skip: {reason}", pytrace=False)
         pytest.skip(reason)
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 10,
+                 sig: int = signal.SIGTERM) -> None:
+    """Signal a server the tests started, wait up to timeout seconds, then kill it."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

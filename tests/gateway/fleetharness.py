@@ -32,7 +32,7 @@ from typing import Any
 
 from kiosk.gateway_link import GatewayLink
 from tests.gateway.gwharness import REPO, World, free_port, wait_port
-from tests.tools import require
+from tests.tools import require, stop_process
 
 HAPROXY_CFG = REPO / "docs" / "haproxy.cfg"
 SHELL = ["/bin/sh"]
@@ -108,13 +108,7 @@ class HaProxy:
         return p.read_text(errors="replace") if p.exists() else ""
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.proc = None
 
 

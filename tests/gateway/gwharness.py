@@ -38,7 +38,7 @@ from gateway.store import open_store
 from gateway.store.base import Store, User
 from kiosk.gateway_link import BackendAgent, GatewayLink
 from tests.attestation.attest_helpers import CMDLINE, reference_data
-from tests.tools import require
+from tests.tools import require, stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 SSHD = "/usr/sbin/sshd"
@@ -111,12 +111,7 @@ class Sshd:
         return cls(d, port, host_line, d / "client_key", proc)
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc, 5)
 
 
 @dataclass
@@ -229,13 +224,7 @@ class World:
         wait_port(self.port, self.proc, "gateway")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 10, sig)
         self.proc = None
 
     def log_text(self) -> str:

@@ -34,6 +34,7 @@ from tests.gateway.gwharness import (
     free_port,
     wait_port,
 )
+from tests.tools import stop_process
 
 TEST_HOST_KEY = REPO / "tests" / "data" / "gateway-host-key"
 GUEST_PORT = 2222          # profiles/audit-laptop-test.yaml kiosk.gateway_port at 10.0.2.2
@@ -109,13 +110,7 @@ class Gateway:
         wait_port(self.port, self.proc, "gateway", timeout=60)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 20)
         self.proc = None
 
     # -- admin commands ------------------------------------------------------------------
