@@ -17,7 +17,7 @@ without the SecureBoot variable is refused at PCR 7 first when Secure Boot is re
    measured as 1; PK, KEK, db and dbx measured; the image signed for Secure Boot (the
    reference names its db certificate); every EV_EFI_VARIABLE_AUTHORITY event after PCR 7's
    separator (what verified the boot path) is that certificate, and there is one.
-5. Firmware PCRs (``Policy.firmware_pcrs``, 0-3 and 5-7 by default) equal the device's
+5. Firmware PCRs (``Policy.firmware_pcrs``, 0-3, 6 and 7 by default) equal the device's
    enrolled values, or the admin allow-list, or are recorded on first use. PCR 7 is among
    them, so PK/KEK/db/dbx stay as enrolled.
 

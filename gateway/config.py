@@ -274,7 +274,7 @@ SETTINGS: tuple[Setting, ...] = (
             "Largest evidence or enrollment frame accepted.", minimum=4096,
             maximum=16 << 20),
     Setting("attestation.firmware.trust_on_first_use", Kind.BOOL, True,
-            "Record a device's firmware PCRs (0-3, 5-7) at its first attestation and "
+            "Record a device's firmware PCRs (0-3, 6, 7) at its first attestation and "
             "require them afterwards."),
     Setting("attestation.require_secure_boot", Kind.BOOL, True,
             "PCR 7 must show Secure Boot on with the image's db certificate. Off only for "

@@ -55,7 +55,22 @@ def test_good_path_fake_tpm(world: Any) -> None:
     res = world.verify(good(world, n), n)
     assert res.device_id == world.record["device_id"]
     assert res.record["last_clock"]["reset_count"] == 1
-    assert set(res.record["firmware_pcrs"]) == {"0", "1", "2", "3", "5", "6", "7"}
+    assert set(res.record["firmware_pcrs"]) == {"0", "1", "2", "3", "6", "7"}
+
+
+def test_partition_table_change_is_not_a_firmware_change(world: Any) -> None:
+    """PCR 5 measures the GPT, which the first boot's systemd-repart extends (the state
+    partition): a device enrolled before that still verifies; PCR 0-3, 6 and 7 stay pinned."""
+    vals = world.tpm.pcr_values()
+    pinned = {str(i): vals[i].hex() for i in (0, 1, 2, 3, 5, 6, 7)}
+    moved = dict(world.record, firmware_pcrs={**pinned, "5": "ab" * 32})
+    n = world.nonce()
+    assert world.verify(good(world, n), n, record=moved).device_id == \
+        world.record["device_id"]
+    for i in ("0", "1", "2", "3", "6", "7"):
+        changed = dict(world.record, firmware_pcrs={**pinned, i: "ab" * 32})
+        n = world.nonce()
+        refused(lambda rec=changed, n=n: world.verify(good(world, n), n, record=rec), "policy")
 
 
 # 1 -----------------------------------------------------------------------------
