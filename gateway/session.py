@@ -266,15 +266,14 @@ class PtySession:
 
     # -- ending -----------------------------------------------------------------------------
     async def _end_live(self, message: str, reason: str, locked: str | None) -> None:
-        if self._own_lock_pending:
-            # the lock being enforced is (at the latest) the one this session is writing for
-            # itself; it ends with its own, more specific message as soon as that is committed
-            return
         await self.end(message, reason, locked)
 
     async def end(self, message: str, reason: str, locked: str | None = None) -> None:
         """End now: message on the PTY (and ``locked`` on the control channel), exit 1."""
-        if self._ending:
+        if self._ending or self._own_lock_pending:
+            # while the session writes its own lock (daily budget, anomaly rule), the lock
+            # watcher may see that lock first: the session ends itself right after, with its
+            # own, more specific message
             return
         self._ending = True
         self.end_reason = reason
