@@ -171,9 +171,14 @@ class Prober:
         assert self.cfg.gateway_host is not None
         while True:
             try:
+                # reachable = the gateway answers with its SSH version line, not merely a port
+                # that accepts: a gateway still dying (or a half-open path) accepts the TCP
+                # handshake in the kernel and then says nothing
                 with socket.create_connection((self.cfg.gateway_host, self.cfg.gateway_port),
-                                              timeout=5):
-                    pass
+                                              timeout=5) as sock:
+                    sock.settimeout(5)
+                    if not sock.recv(64).startswith(b"SSH-2.0-"):
+                        raise OSError("no SSH version line from the gateway")
                 self.events.post("reachable", ok=True, retry=0.0)
                 wait, backoff = self.interval, 2.0
             except OSError as exc:
