@@ -125,10 +125,9 @@ class Tpm2Backend:
                 # boot) persisted it first: use that one
                 if self.ek_handle not in self._persistent():
                     raise
-                self.run("tpm2_readpublic", "-c", hex(self.ek_handle), "-o", str(ek_pub),
-                         "-f", "tss")
+                self._read_public(self.ek_handle, ek_pub)
         else:
-            self.run("tpm2_readpublic", "-c", hex(self.ek_handle), "-o", str(ek_pub), "-f", "tss")
+            self._read_public(self.ek_handle, ek_pub)
         if self.ak_handle not in persistent:
             with tempfile.TemporaryDirectory(dir=st) as tmp:
                 ctx = os.path.join(tmp, "ak.ctx")
@@ -148,11 +147,13 @@ class Tpm2Backend:
                     self._flush("-t")
                     self._flush("-s")
             if not made:
-                self.run("tpm2_readpublic", "-c", hex(self.ak_handle), "-o", str(ak_pub),
-                         "-f", "tss")
+                self._read_public(self.ak_handle, ak_pub)
         else:
-            self.run("tpm2_readpublic", "-c", hex(self.ak_handle), "-o", str(ak_pub), "-f", "tss")
+            self._read_public(self.ak_handle, ak_pub)
         return ek_pub.read_bytes(), ak_pub.read_bytes()
+
+    def _read_public(self, handle: int, out: Path) -> None:
+        self.run("tpm2_readpublic", "-c", hex(handle), "-o", str(out), "-f", "tss")
 
     def _flush(self, which: str) -> None:
         with contextlib.suppress(BackendError):

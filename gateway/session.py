@@ -229,32 +229,31 @@ class PtySession:
                                       f"rule:{rule.id}", now=now)
             return None
 
-        try:
-            if rule.action == "lock":
-                self._own_lock_pending = True
-            lock_id = await asyncio.to_thread(write)
-        except StoreError:
-            lock_id = None
-            if rule.action != "lock":
-                return
-        finally:
-            self._own_lock_pending = False
         if rule.action == "lock":
-            del lock_id
-            await self.end(f"auditbox: session locked by rule {rule.id}: "
-                           f"{rule.description or t.detail}", f"anomaly:{rule.id}", locked="user")
+            await self._lock_self(write, f"auditbox: session locked by rule {rule.id}: "
+                                  f"{rule.description or t.detail}", f"anomaly:{rule.id}")
+            return
+        with contextlib.suppress(StoreError):
+            await asyncio.to_thread(write)
 
     async def _daily_exhausted(self) -> None:
         until = budget.next_utc_midnight(time.time())
+        await self._lock_self(
+            lambda: locks.add_lock(self.store, self.auditor, "user", self.who.user,
+                                   "daily output budget reached", "rule:budget",
+                                   until - time.time()),
+            budget.DAILY_MESSAGE, "budget-daily")
+
+    async def _lock_self(self, write: Callable[[], object], message: str, reason: str) -> None:
+        """Write this session's own lock (and what goes with it), then end with ``message``.
+        Meanwhile nothing else ends the session: the lock watcher may see the lock first."""
         self._own_lock_pending = True
         try:
             with contextlib.suppress(StoreError):
-                await asyncio.to_thread(
-                    locks.add_lock, self.store, self.auditor, "user", self.who.user,
-                    "daily output budget reached", "rule:budget", until - time.time())
+                await asyncio.to_thread(write)
         finally:
             self._own_lock_pending = False
-        await self.end(budget.DAILY_MESSAGE, "budget-daily", locked="user")
+        await self.end(message, reason, locked="user")
 
     def _throttled(self, wait: float) -> None:
         metrics.current().throttled(wait)
