@@ -152,7 +152,7 @@ class PtySession:
         self.upstream = await open_upstream(self.cfg, who.upstream_user, self.term, self.cols,
                                             self.rows)
         self.live = LiveSession(self.id, who.user, who.device_id, who.source, self.started,
-                                who.break_glass, self._end_live)
+                                who.break_glass, self.end)
         self.registry.add(self.live)
         if self._early:
             early, self._early = bytes(self._early), bytearray()
@@ -264,9 +264,6 @@ class PtySession:
                          "message": "output is slowed to the session's output budget"})
 
     # -- ending -----------------------------------------------------------------------------
-    async def _end_live(self, message: str, reason: str, locked: str | None) -> None:
-        await self.end(message, reason, locked)
-
     async def end(self, message: str, reason: str, locked: str | None = None) -> None:
         """End now: message on the PTY (and ``locked`` on the control channel), exit 1."""
         if self._ending or self._own_lock_pending:

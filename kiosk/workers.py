@@ -176,7 +176,6 @@ class Prober:
                 # handshake in the kernel and then says nothing
                 with socket.create_connection((self.cfg.gateway_host, self.cfg.gateway_port),
                                               timeout=5) as sock:
-                    sock.settimeout(5)
                     if not sock.recv(64).startswith(b"SSH-2.0-"):
                         raise OSError("no SSH version line from the gateway")
                 self.events.post("reachable", ok=True, retry=0.0)
